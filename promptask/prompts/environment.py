@@ -1,0 +1,191 @@
+"""The sandboxed Jinja environment every prompt template renders in.
+
+Templates are untrusted text.  They render in Jinja's immutable sandbox with
+``StrictUndefined`` (a misspelt variable is an error, not an empty string),
+and output is capped at :data:`MAX_RENDERED_CHARS` characters.  The cap is
+checked while rendering streams, and the operations that could build a huge
+string in a single step (``*``, ``**``, ``%``, ``str.format``, padding
+methods and filters) are checked before they run.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from promptask.errors import TemplateError
+from promptask.prompts.messages import MessageExtension
+
+__all__ = ["MAX_RENDERED_CHARS", "BUILTIN_PROMPTS", "environment", "render_text"]
+
+MAX_RENDERED_CHARS = 1_000_000
+"""Upper bound on the length of one rendered prompt, in characters."""
+
+BUILTIN_PROMPTS = Path(__file__).parent / "builtin"
+"""The package's own templates: always last on the search path."""
+
+_NUMBER = re.compile(r"\d+")
+_PADDING_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _too_big(size: int) -> SecurityError:
+    return SecurityError(
+        f"template would build a string or list of {size:,} items; the limit is {MAX_RENDERED_CHARS:,}"
+    )
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_RENDERED_CHARS:
+        raise _too_big(size)
+
+
+def _check_format_spec(fmt: str) -> None:
+    # Widths and precisions live in the format string itself ("%9999999s",
+    # "{:9999999}"); a number in it above the cap could allocate that much.
+    for match in _NUMBER.finditer(fmt):
+        if len(match.group()) > 7:
+            _check_size(int(match.group()))
+
+
+def _guard_filter(fn: Callable[..., Any], size_of: Callable[..., int]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        _check_size(size_of(*args, **kwargs))
+        return fn(*args, **kwargs)
+
+    return guarded
+
+
+def _text(value: Any) -> str:
+    """The ``text`` filter: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json", by_alias=True)
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+class _PromptEnvironment(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: jinja2.runtime.Context, op: str, left: Any, right: Any) -> Any:
+        if op == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+                    _check_size(len(seq) * n)
+        elif op == "**":
+            if isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0:
+                _check_size(left.bit_length() * right // 8)
+        elif op == "%" and isinstance(left, str):
+            _check_format_spec(left)
+        return self.binop_table[op](left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt: str = value.__self__
+        _check_format_spec(fmt)
+        return wrapped
+
+    def call(__self, __context: jinja2.runtime.Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(__obj, "__name__", "")
+            if name in _PADDING_METHODS and args and isinstance(args[0], int):
+                _check_size(args[0])
+            elif name == "expandtabs" and args and isinstance(args[0], int):
+                _check_size(len(owner) + owner.count("\t") * args[0])
+            elif name == "replace" and len(args) >= 2:
+                _check_size(len(owner) + owner.count(str(args[0])) * len(str(args[1])))
+        return super().call(__context, __obj, *args, **kwargs)
+
+
+@functools.lru_cache(maxsize=64)
+def environment(search_path: tuple[str, ...]) -> jinja2.Environment:
+    """The (cached) sandboxed environment for a template search path."""
+    loader = jinja2.FileSystemLoader([*search_path, str(BUILTIN_PROMPTS)])
+    env = _PromptEnvironment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        extensions=[MessageExtension],
+    )
+    filters = env.filters
+    filters["center"] = _guard_filter(filters["center"], lambda s, width=80: int(width))
+    filters["indent"] = _guard_filter(
+        filters["indent"], lambda s, width=4, *a, **k: len(str(s)) + (str(s).count("\n") + 1) * _width(width)
+    )
+    filters["format"] = _guard_filter(filters["format"], lambda s, *a, **k: _format_size(str(s)))
+    filters["text"] = _text
+    env.globals.pop("lipsum", None)  # lipsum(10**9) is a one-call memory bomb
+    env.globals["range"] = _safe_range
+    return env
+
+
+def _width(width: Any) -> int:
+    return len(width) if isinstance(width, str) else int(width)
+
+
+def _format_size(fmt: str) -> int:
+    _check_format_spec(fmt)
+    return len(fmt)
+
+
+def _safe_range(*args: int) -> range:
+    rng = range(*args)
+    _check_size(len(rng))
+    return rng
+
+
+def render_text(template: jinja2.Template, variables: dict[str, Any]) -> str:
+    """Render ``template`` with a streaming length check; errors become TemplateError."""
+    parts: list[str] = []
+    size = 0
+    try:
+        for chunk in template.generate(variables):
+            size += len(chunk)
+            if size > MAX_RENDERED_CHARS:
+                raise _too_big(size)
+            parts.append(chunk)
+    except SecurityError as exc:
+        raise TemplateError(f"template {_name(template)} was stopped by the sandbox: {exc}") from None
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(f"template {_name(template)}: {exc}") from None
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {_name(template)}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
+        raise TemplateError(f"template {_name(template)} failed: {type(exc).__name__}: {exc}") from None
+    return "".join(parts)
+
+
+def _name(template: jinja2.Template) -> str:
+    return repr(template.name) if template.name else "<inline>"
+
+
+def referenced_templates(env: jinja2.Environment, source: str) -> Iterable[str]:
+    """Names of templates that ``source`` extends, includes or imports (literal names only)."""
+    from jinja2 import meta
+
+    return [name for name in meta.find_referenced_templates(env.parse(source)) if name]
+
+
+def search_path_of(dirs: Sequence[str | Path]) -> tuple[str, ...]:
+    """Normalise a list of directories into the hashable form :func:`environment` takes."""
+    seen: dict[str, None] = {}
+    for d in dirs:
+        p = Path(d)
+        if p.is_dir():
+            seen.setdefault(str(p.resolve()), None)
+    return tuple(seen)

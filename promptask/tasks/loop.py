@@ -1,0 +1,196 @@
+"""One task call, from rendered messages to a validated result.
+
+::
+
+    messages --cache lookup--> hit: validate the stored output again --> TaskResult(cached=True)
+             --miss--> Backend.generate(request with the output JSON Schema)
+             --parse JSON--> validate (output model + task validators)
+             --invalid--> append the answer and the error, generate again (``retries`` times)
+             --valid--> cache store --> TaskResult
+
+The loop is written once, as a generator that yields each
+:class:`GenerationRequest` and is sent back the :class:`Generation`; the sync
+and async drivers below differ only in how they obtain a generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel
+
+from promptask import __version__
+from promptask.backends.base import (
+    Backend,
+    BackendInfo,
+    Generation,
+    GenerationRequest,
+    Message,
+    SchemaEnforcement,
+    Usage,
+    describe,
+)
+from promptask.cache import CacheMode, ResultCache, cache_key
+from promptask.config import CacheSetting, resolve_cache
+from promptask.errors import BackendError, OutputValidationError, PromptaskError
+from promptask.tasks.parsing import extract_json
+from promptask.tasks.result import Attempt, TaskResult
+
+if TYPE_CHECKING:
+    from promptask.tasks.task import Task
+
+__all__ = ["call_loop", "run_async", "run_sync"]
+
+R = TypeVar("R")
+CallLoop = Generator[GenerationRequest, Generation, TaskResult[R]]
+
+RETRY_MESSAGE = "That answer was rejected: {error}. Reply again with only the corrected JSON object."
+
+
+def call_loop(
+    task: Task[Any, R],
+    inputs: BaseModel,
+    info: BackendInfo,
+    cache: ResultCache | None,
+    mode: CacheMode,
+) -> CallLoop[R]:
+    """The data path of one call; see the module docstring."""
+    started = time.perf_counter()
+    messages = task.messages_for(inputs)
+    key = None
+    if cache is not None and info.fingerprint is not None:
+        key = cache_key(
+            task_digest=task.digest,
+            messages=messages,
+            sampling=task.sampling,
+            backend_fingerprint=info.fingerprint,
+            version=__version__,
+        )
+        if mode is CacheMode.ON:
+            hit = _from_cache(task, inputs, cache, key, info, started)
+            if hit is not None:
+                return hit
+
+    conversation = list(messages)
+    attempts: list[Attempt] = []
+    usage = Usage()
+    lenient = info.schema_enforcement is SchemaEnforcement.NONE
+    for _ in range(task.retries + 1):
+        generation = yield GenerationRequest(tuple(conversation), task.schema, task.sampling)
+        usage += generation.usage
+        try:
+            model, value = task.check_output(extract_json(generation.text, lenient=lenient), inputs)
+        except ValueError as exc:
+            error = str(exc)
+            if generation.finish_reason == "length":
+                tokens = generation.usage.completion_tokens or task.sampling.max_tokens
+                error = f"output truncated at {tokens} tokens; raise max_tokens ({error})"
+            attempts.append(Attempt(generation.text, error, generation.finish_reason, generation.usage))
+            conversation += [
+                Message("assistant", generation.text),
+                Message("user", RETRY_MESSAGE.format(error=error)),
+            ]
+            continue
+        attempts.append(Attempt(generation.text, None, generation.finish_reason, generation.usage))
+        if cache is not None and key is not None:
+            cache.set(key, {"output": model.model_dump(mode="json", by_alias=True), "raw": generation.text})
+        return TaskResult(
+            task=task.name,
+            output=value,
+            raw=generation.text,
+            attempts=tuple(attempts),
+            usage=usage,
+            latency_s=time.perf_counter() - started,
+            cached=False,
+            backend=info.name,
+        )
+    raise OutputValidationError(task.name, attempts, usage)
+
+
+def _from_cache(
+    task: Task[Any, R], inputs: BaseModel, cache: ResultCache, key: str, info: BackendInfo, started: float
+) -> TaskResult[R] | None:
+    record = cache.get(key)
+    if record is None:
+        return None
+    try:
+        _, value = task.check_output(record.get("output"), inputs)
+    except ValueError:
+        cache.delete(key)  # stale or tampered: recompute
+        return None
+    return TaskResult(
+        task=task.name,
+        output=value,
+        raw=str(record.get("raw", "")),
+        attempts=(),
+        usage=Usage(),
+        latency_s=time.perf_counter() - started,
+        cached=True,
+        backend=info.name,
+    )
+
+
+def _checked(generation: Any, info: BackendInfo) -> Generation:
+    if not isinstance(generation, Generation):
+        raise BackendError(f"backend {info.name} returned {type(generation).__name__}, not a Generation")
+    return generation
+
+
+def _backend_failure(exc: Exception, info: BackendInfo) -> BackendError:
+    return BackendError(f"backend {info.name} failed: {type(exc).__name__}: {exc}")
+
+
+def _start(
+    task: Task[Any, R], inputs: BaseModel, backend: Backend, cache_setting: CacheSetting | None
+) -> tuple[CallLoop[R], BackendInfo]:
+    info = describe(backend)
+    cache, mode = resolve_cache(cache_setting)
+    return call_loop(task, inputs, info, cache, mode), info
+
+
+def run_sync(
+    task: Task[Any, R], inputs: BaseModel, backend: Backend, cache_setting: CacheSetting | None = None
+) -> TaskResult[R]:
+    """Drive :func:`call_loop` with ``backend.generate``."""
+    loop, info = _start(task, inputs, backend, cache_setting)
+    generate: Callable[[GenerationRequest], Generation] = backend.generate
+    try:
+        request = next(loop)
+        while True:
+            try:
+                generation = generate(request)
+            except PromptaskError:
+                raise
+            except Exception as exc:
+                raise _backend_failure(exc, info) from exc
+            request = loop.send(_checked(generation, info))
+    except StopIteration as done:
+        result: TaskResult[R] = done.value
+        return result
+
+
+async def run_async(
+    task: Task[Any, R], inputs: BaseModel, backend: Backend, cache_setting: CacheSetting | None = None
+) -> TaskResult[R]:
+    """Drive :func:`call_loop` with ``backend.agenerate``, or ``generate`` in a worker thread."""
+    loop, info = _start(task, inputs, backend, cache_setting)
+    agenerate = getattr(backend, "agenerate", None)
+    try:
+        request = next(loop)
+        while True:
+            try:
+                if agenerate is not None:
+                    generation = await agenerate(request)
+                else:
+                    generation = await asyncio.to_thread(backend.generate, request)
+            except PromptaskError:
+                raise
+            except Exception as exc:
+                raise _backend_failure(exc, info) from exc
+            request = loop.send(_checked(generation, info))
+    except StopIteration as done:
+        result: TaskResult[R] = done.value
+        return result

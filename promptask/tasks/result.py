@@ -1,0 +1,77 @@
+"""What a task call returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from promptask.backends.base import Usage
+
+__all__ = ["Attempt", "TaskResult"]
+
+R = TypeVar("R", covariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One generation: its raw text, and why it was rejected (``error``), if it was."""
+
+    raw: str
+    error: str | None
+    finish_reason: str
+    usage: Usage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "raw": self.raw,
+            "error": self.error,
+            "finish_reason": self.finish_reason,
+            "usage": self.usage.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResult(Generic[R]):
+    """The validated output of one task call, with how it was obtained.
+
+    ``usage`` sums every attempt's tokens; a cached result spent none, so its
+    usage is zero and ``attempts`` is empty.  ``backend`` names the backend
+    that answered.
+
+    >>> result = sentiment.run(text="I love it")        # doctest: +SKIP
+    >>> result.output, result.cached, len(result.attempts)  # doctest: +SKIP
+    ('positive', False, 1)
+    """
+
+    task: str
+    output: R
+    raw: str
+    attempts: tuple[Attempt, ...]
+    usage: Usage
+    latency_s: float
+    cached: bool
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (the output as JSON data)."""
+        return {
+            "task": self.task,
+            "output": to_jsonable(self.output),
+            "raw": self.raw,
+            "attempts": [a.to_dict() for a in self.attempts],
+            "usage": self.usage.to_dict(),
+            "latency_s": self.latency_s,
+            "cached": self.cached,
+            "backend": self.backend,
+        }
+
+
+def to_jsonable(value: Any) -> Any:
+    """JSON data for an output value (pydantic models and enums included)."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(type(value)).dump_python(value, mode="json")

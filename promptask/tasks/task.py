@@ -1,0 +1,449 @@
+"""The Task: a prompt template plus an output type, callable like a function.
+
+Build one with the :func:`promptask.task` decorator or :func:`promptask.load_task`;
+this constructor is the low-level route both of them take.
+
+>>> from typing import Literal
+>>> from pydantic import create_model
+>>> from promptask import Task
+>>> from promptask.backends import ScriptedBackend
+>>> sentiment = Task(
+...     name="sentiment",
+...     template="Sentiment of: {{ text }}",
+...     input_model=create_model("SentimentInput", text=(str, ...)),
+...     output_type=Literal["positive", "negative"],
+... )
+>>> sentiment("I love it", backend=ScriptedBackend(['{"answer": "positive"}']), cache=False)
+'positive'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
+
+from pydantic import BaseModel, ValidationError
+
+from promptask.backends.base import Backend, Message, Sampling
+from promptask.backends.registry import resolve_backend
+from promptask.config import CacheSetting, resolve_default_backend
+from promptask.errors import InputValidationError, PromptaskError, TaskDefinitionError, TemplateError
+from promptask.progress import Progress
+from promptask.prompts.template import PromptTemplate
+from promptask.tasks.result import TaskResult, to_jsonable
+from promptask.tasks.schema import ANSWER_FIELD, json_schema, output_model_for
+
+__all__ = ["RESERVED_NAMES", "Task", "Validator"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+Validator = Callable[[Any, Mapping[str, Any]], object]
+"""``validator(output, inputs)``: raise ``ValueError`` (or ``AssertionError``) to reject an output;
+the message is shown to the model, which tries again."""
+
+RESERVED_NAMES = frozenset({"backend", "cache", "task", "output_schema", "format_instructions"})
+"""Names no input may have: call options and the variables every template gets."""
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+_TEMPLATE_FILE = re.compile(r"^[^\n{}]+\.(j2|jinja|jinja2|txt)$")
+
+FORMAT_INSTRUCTIONS = "Reply with one JSON object and nothing else. It must match this JSON Schema:\n{schema}"
+
+
+def is_template_file(template: str) -> bool:
+    """A single line ending in .j2, .jinja, .jinja2 or .txt (and no braces) names a file."""
+    return bool(_TEMPLATE_FILE.match(template.strip()))
+
+
+class Task(Generic[P, R]):
+    """A declarative NLP task.
+
+    Call it like a function to get the validated output, or use :meth:`run`
+    for a :class:`~promptask.TaskResult` with attempts, usage and timing.
+
+    Args:
+        name: identifier used in cache keys, the CLI and errors.
+        input_model: pydantic model of the inputs (field order = positional order).
+        output_type: a pydantic model, or a plain type (``str``, ``Literal[...]``,
+            ``list[int]``...) that is wrapped as ``{"answer": ...}`` for the model.
+        template: inline Jinja text, or a file name on the search path (a single
+            line ending in ``.j2``); ``template_file`` forces a file.  Without
+            either, a default template lists the description and each input.
+        description: what the task does; the default template shows it.
+        system: text placed first in the system message.
+        examples: few-shot pairs, each ``{"input": {...}, "output": ...}``;
+            they become earlier user/assistant turns.
+        retries: how many more generations to try after an invalid output.
+        version: bump it to invalidate cached results by hand.
+        backend: this task's default backend (object or URI).
+        temperature, max_tokens, seed, top_p: sampling defaults.
+        validators: ``fn(output, inputs)`` checks beyond the schema.
+        format_instructions: append the output schema to the system message;
+            by default on, unless the template uses ``output_schema`` or
+            ``format_instructions`` itself.
+        search_path: directories searched for template files, before
+            ``./prompts`` and the built-in prompts.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        input_model: type[BaseModel],
+        output_type: Any,
+        template: str | None = None,
+        template_file: str | None = None,
+        description: str = "",
+        system: str | None = None,
+        examples: Sequence[Mapping[str, Any]] = (),
+        retries: int = 2,
+        version: str = "1",
+        backend: Backend | str | None = None,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        seed: int | None = 0,
+        top_p: float = 1.0,
+        validators: Sequence[Validator] = (),
+        format_instructions: bool | None = None,
+        search_path: Sequence[str | Path] = (),
+        source: str | None = None,
+        template_line: int = 0,
+    ) -> None:
+        self._spec = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        where = source or f"task {name!r}"
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise TaskDefinitionError(f"task name {name!r} must be letters, digits, '_' or '-'", source=source)
+        clash = sorted(RESERVED_NAMES & set(input_model.model_fields))
+        if clash:
+            raise TaskDefinitionError(f"input names {clash} are reserved; rename them", source=source)
+        if retries < 0 or max_tokens < 1:
+            raise TaskDefinitionError("retries must be >= 0 and max_tokens >= 1", source=source)
+
+        self.name = name
+        self.description = description.strip()
+        self.system = system
+        self.retries = retries
+        self.version = str(version)
+        self.backend = backend
+        self.sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed, top_p=top_p)
+        self.validators = tuple(validators)
+        self.input_model = input_model
+        self.output_model, self._wrapped = output_model_for(output_type, name=name)
+        self.output_type = output_type
+        self._schema = json_schema(self.output_model)
+        self.schema: Mapping[str, Any] = MappingProxyType(self._schema)
+        """The output JSON Schema, read-only (:meth:`json_schema` returns a copy)."""
+        self._schema_text = json.dumps(self._schema, ensure_ascii=False)
+        self._format_text = FORMAT_INSTRUCTIONS.format(schema=self._schema_text)
+
+        dirs = [*search_path, Path.cwd() / "prompts"]
+        if template_file is not None or (template is not None and is_template_file(template)):
+            self.template = PromptTemplate.from_file(str(template_file or template).strip(), search_path=dirs)
+        else:
+            text = template if template is not None else self._default_template()
+            self.template = PromptTemplate.from_string(
+                text, search_path=dirs, origin=source or "<inline>", line_offset=template_line
+            )
+        if format_instructions is None:
+            format_instructions = not ({"output_schema", "format_instructions"} & self.template.variables)
+        self.format_instructions = format_instructions
+
+        self._example_turns = tuple(self._example_messages(examples, where))
+        self.digest = self._compute_digest()
+
+    # ------------------------------------------------------------------ inspection
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON Schema the model's answer must match (a fresh copy)."""
+        copy: dict[str, Any] = json.loads(self._schema_text)
+        return copy
+
+    def render(self, *args: Any, **inputs: Any) -> list[Message]:
+        """The chat messages a call with these inputs would send.
+
+        >>> [m.role for m in sentiment.render(text="great")]  # doctest: +SKIP
+        ['system', 'user']
+        """
+        return list(self.messages_for(self.validate_inputs(args, inputs)))
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some constructor arguments changed.
+
+        >>> creative = sentiment.with_options(temperature=0.8, retries=0)  # doctest: +SKIP
+        """
+        return Task(**{**self._spec, **changes})
+
+    def __repr__(self) -> str:
+        fields = ", ".join(self.input_model.model_fields)
+        return f"<Task {self.name}({fields}) -> {_type_name(self.output_type)}>"
+
+    # ------------------------------------------------------------------ calling
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the task and return its validated output."""
+        return self.run(*args, **cast("dict[str, Any]", kwargs)).output
+
+    def run(
+        self,
+        *args: Any,
+        backend: Backend | str | None = None,
+        cache: CacheSetting | None = None,
+        **inputs: Any,
+    ) -> TaskResult[R]:
+        """Run the task; the result has the output, raw text, attempts, usage and timing."""
+        from promptask.tasks.loop import run_sync
+
+        validated = self.validate_inputs(args, inputs)
+        return run_sync(self, validated, self.resolve_backend(backend), cache)
+
+    async def arun(
+        self,
+        *args: Any,
+        backend: Backend | str | None = None,
+        cache: CacheSetting | None = None,
+        **inputs: Any,
+    ) -> TaskResult[R]:
+        """Async :meth:`run`: uses the backend's ``agenerate`` when it has one, else a thread."""
+        from promptask.tasks.loop import run_async
+
+        validated = self.validate_inputs(args, inputs)
+        return await run_async(self, validated, self.resolve_backend(backend), cache)
+
+    @overload
+    def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        backend: Backend | str | None = ...,
+        concurrency: int | None = ...,
+        progress: bool = ...,
+        cache: CacheSetting | None = ...,
+        on_error: Literal["raise"] = ...,
+    ) -> list[TaskResult[R]]: ...
+
+    @overload
+    def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        backend: Backend | str | None = ...,
+        concurrency: int | None = ...,
+        progress: bool = ...,
+        cache: CacheSetting | None = ...,
+        on_error: Literal["return"],
+    ) -> list[TaskResult[R] | PromptaskError]: ...
+
+    def map(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        backend: Backend | str | None = None,
+        concurrency: int | None = None,
+        progress: bool = False,
+        cache: CacheSetting | None = None,
+        on_error: Literal["raise", "return"] = "raise",
+    ) -> list[TaskResult[R]] | list[TaskResult[R] | PromptaskError]:
+        """Run the task over many inputs; results come back in input order.
+
+        Args:
+            inputs: one mapping of input name to value per call.
+            concurrency: calls in flight at once (default: what the backend suggests).
+            progress: show progress on standard error.
+            on_error: ``"raise"`` validates every row first, then raises the
+                first failure; ``"return"`` puts the error in that row's place.
+
+        Results are cached as they finish, so a batch that failed part-way
+        recomputes only what is missing when run again.
+        """
+        from promptask.backends.base import describe
+        from promptask.tasks.loop import run_sync
+
+        rows = list(inputs)
+        chosen = self.resolve_backend(backend)
+        results: list[TaskResult[R] | PromptaskError | None] = [None] * len(rows)
+        validated: list[BaseModel | None] = [None] * len(rows)
+        for i, row in enumerate(rows):
+            try:
+                validated[i] = self.validate_inputs((), dict(row), row_label=f"row {i}")
+            except PromptaskError as exc:
+                if on_error == "raise":
+                    raise
+                results[i] = exc
+        workers = max(1, concurrency or describe(chosen).concurrency)
+        meter = Progress(len(rows), label=self.name, enabled=progress)
+
+        def one(i: int, item: BaseModel) -> None:
+            try:
+                results[i] = run_sync(self, item, chosen, cache)
+                meter.advance(ok=True)
+            except PromptaskError as exc:
+                meter.advance(ok=False)
+                if on_error == "raise":
+                    raise
+                results[i] = exc
+
+        todo = [(i, item) for i, item in enumerate(validated) if item is not None]
+        try:
+            if workers == 1:
+                for i, item in todo:
+                    one(i, item)
+            else:
+                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptask") as pool:
+                    futures: list[Future[None]] = [pool.submit(one, i, item) for i, item in todo]
+                    for future in futures:
+                        if future.exception() is not None:
+                            pool.shutdown(wait=True, cancel_futures=True)
+                            future.result()
+        finally:
+            meter.close()
+        return [r for r in results if r is not None]
+
+    # ------------------------------------------------------------------ internals
+
+    def resolve_backend(self, backend: Backend | str | None) -> Backend:
+        """The backend a call uses: the argument, else the task's own, else the process default."""
+        if backend is not None:
+            return resolve_backend(backend)
+        if self.backend is not None:
+            return resolve_backend(self.backend)
+        return resolve_default_backend()
+
+    def validate_inputs(self, args: Sequence[Any], kwargs: Mapping[str, Any], *, row_label: str = "") -> BaseModel:
+        """Check and convert inputs; errors name each field (raised before any backend call)."""
+        names = list(self.input_model.model_fields)
+        prefix = f"{row_label}: " if row_label else ""
+        if len(args) > len(names):
+            raise InputValidationError(
+                self.name, [(f"{prefix}arguments", f"takes {len(names)} positional inputs, got {len(args)}")]
+            )
+        values = dict(kwargs)
+        for name, value in zip(names, args, strict=False):
+            if name in values:
+                raise InputValidationError(self.name, [(f"{prefix}{name}", "given both by position and by name")])
+            values[name] = value
+        try:
+            return self.input_model.model_validate(values)
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors(include_url=False):
+                field = ".".join(str(part) for part in err["loc"]) or "inputs"
+                message = err["msg"]
+                if err["type"] == "missing":
+                    message = "missing required input"
+                elif err["type"] == "extra_forbidden":
+                    message = f"unknown input (this task takes: {', '.join(names) or 'no inputs'})"
+                problems.append((f"{prefix}{field}", message))
+            raise InputValidationError(self.name, problems) from None
+
+    def messages_for(self, inputs: BaseModel) -> tuple[Message, ...]:
+        """Render the messages for validated inputs: system, few-shot turns, then the request."""
+        rendered = self.template.render(self._variables(inputs))
+        turns = [m for m in rendered if m.role != "system"]
+        if not turns:
+            raise TemplateError(f"task {self.name!r}: the template rendered no user message")
+        return (*self._system(rendered), *self._example_turns, *turns)
+
+    def check_output(self, data: Any, inputs: BaseModel) -> tuple[BaseModel, R]:
+        """Validate parsed JSON with the output model and the task's validators.
+
+        Raises ``ValueError`` with a message meant for the model.
+        """
+        try:
+            model = self.output_model.model_validate(data)
+        except ValidationError as exc:
+            raise ValueError(_describe_validation_error(exc)) from None
+        value = cast(R, getattr(model, ANSWER_FIELD) if self._wrapped else model)
+        if self.validators:
+            values = dict(inputs)
+            for validator in self.validators:
+                try:
+                    validator(value, values)
+                except (ValueError, AssertionError) as exc:
+                    raise ValueError(str(exc) or f"rejected by {_qualname(validator)}") from None
+        return model, value
+
+    def _variables(self, inputs: BaseModel) -> dict[str, Any]:
+        return {
+            **dict(inputs),
+            "task": {"name": self.name, "description": self.description},
+            "output_schema": self._schema_text,
+            "format_instructions": self._format_text,
+        }
+
+    def _system(self, rendered: Sequence[Message]) -> list[Message]:
+        parts = [self.system or ""]
+        parts += [m.content for m in rendered if m.role == "system"]
+        if self.format_instructions:
+            parts.append(self._format_text)
+        text = "\n\n".join(p.strip() for p in parts if p and p.strip())
+        return [Message("system", text)] if text else []
+
+    def _default_template(self) -> str:
+        lines = ["{{ task.description }}\n"] if self.description else []
+        for field in self.input_model.model_fields:
+            lines.append(f"{field}: {{{{ {field} | text }}}}")
+        if not self.input_model.model_fields:
+            lines.append("Answer.")
+        return "\n".join(lines)
+
+    def _example_messages(self, examples: Sequence[Mapping[str, Any]], where: str) -> list[Message]:
+        turns: list[Message] = []
+        for i, example in enumerate(examples):
+            if not isinstance(example, Mapping) or set(example) - {"input", "output"} or "output" not in example:
+                raise TaskDefinitionError(f"{where}: example {i} must be a mapping with 'input' and 'output'")
+            try:
+                inputs = self.validate_inputs((), dict(example.get("input") or {}))
+            except InputValidationError as exc:
+                raise TaskDefinitionError(f"{where}: example {i} input: {exc}") from None
+            output = example["output"]
+            data = {ANSWER_FIELD: to_jsonable(output)} if self._wrapped else to_jsonable(output)
+            try:
+                model, _ = self.check_output(data, inputs)
+            except ValueError as exc:
+                raise TaskDefinitionError(f"{where}: example {i} output does not validate: {exc}") from None
+            rendered = self.template.render(self._variables(inputs))
+            turns += [m for m in rendered if m.role != "system"]
+            turns.append(Message("assistant", model.model_dump_json(by_alias=True)))
+        return turns
+
+    def _compute_digest(self) -> str:
+        payload = json.dumps(
+            {
+                "name": self.name,
+                "version": self.version,
+                "template": self.template.digest,
+                "system": self.system,
+                "schema": self._schema,
+                "examples": [m.to_dict() for m in self._example_turns],
+                "format_instructions": self.format_instructions,
+                "validators": [_qualname(v) for v in self.validators],
+            },
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type):
+        return tp.__name__
+    return str(tp).replace("typing.", "")
