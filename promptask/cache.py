@@ -7,11 +7,13 @@ Every entry is validated again by the task when read; an entry that fails is
 a miss.  A database that cannot be opened or read is reported once as a
 warning and the call goes on uncached.
 
+>>> import tempfile
 >>> from promptask.cache import ResultCache
->>> cache = ResultCache("/tmp/promptask-doctest-cache")
+>>> cache = ResultCache(tempfile.mkdtemp())
 >>> cache.set("k", {"output": {"answer": 1}, "raw": '{"answer": 1}'})
 >>> cache.get("k")["raw"]
 '{"answer": 1}'
+>>> cache.close()
 """
 
 from __future__ import annotations

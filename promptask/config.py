@@ -79,9 +79,13 @@ def configure(
 
 
 def reset() -> None:
-    """Forget everything :func:`configure` set."""
+    """Forget everything :func:`configure` set and close the caches opened so far."""
     global _settings
     _settings = _Settings()
+    with _lock:
+        for cache in _caches.values():
+            cache.close()
+        _caches.clear()
 
 
 def resolve_default_backend() -> Backend:

@@ -54,12 +54,23 @@ class TaskDefinitionError(UserError):
     """A task definition is invalid.
 
     ``source`` is the file (or ``"<inline>"``) and ``line`` the 1-based line
-    number, when known; both are part of the message.
+    number, when known; both are part of the message.  ``path`` locates the
+    problem inside the definition (``("examples", 2)``), so a loader can turn
+    it into a line.
     """
 
-    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        path: tuple[str | int, ...] = (),
+    ) -> None:
+        self.message = message
         self.source = source
         self.line = line
+        self.path = path
         where = source or ""
         if where and line is not None:
             where = f"{where}:{line}"

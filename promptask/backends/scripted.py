@@ -64,6 +64,7 @@ class ScriptedBackend:
 
     Use :meth:`always` for a backend that gives the same reply every time.
 
+    >>> from promptask.backends import GenerationRequest, Message
     >>> backend = ScriptedBackend(lambda request: {"n": len(request.messages)})
     >>> backend.generate(GenerationRequest(messages=(Message("user", "hi"),))).text
     '{"n": 1}'

@@ -95,9 +95,9 @@ class _Lines:
 def load_task(path: str | Path) -> Task[..., Any]:
     """Load one YAML task file.
 
-    >>> triage = promptask.load_task("tasks/triage.yaml")  # doctest: +SKIP
-    >>> triage(ticket="Checkout page is down", teams=["web", "billing"])  # doctest: +SKIP
-    Triage(team='web', urgent=True)
+    >>> import promptask
+    >>> promptask.load_task(promptask.tasks.BUILTIN_TASKS / "sentiment.yaml")
+    <Task sentiment(text) -> SentimentOutput>
     """
     file = Path(path)
     source = str(file)
@@ -222,9 +222,9 @@ def task_from_mapping(
             **options,
         )
     except TaskDefinitionError as exc:
-        if exc.source:
+        if exc.line is not None:
             raise
-        raise fail(str(exc)) from None
+        raise fail(exc.message, *exc.path) from None
     except TypeError as exc:
         raise fail(f"invalid option value: {exc}") from None
 

@@ -40,8 +40,10 @@ class TaskResult(Generic[R]):
     usage is zero and ``attempts`` is empty.  ``backend`` names the backend
     that answered.
 
-    >>> result = sentiment.run(text="I love it")        # doctest: +SKIP
-    >>> result.output, result.cached, len(result.attempts)  # doctest: +SKIP
+    >>> import promptask
+    >>> backend = promptask.ScriptedBackend(['{"label": "positive"}'])
+    >>> result = promptask.tasks.sentiment.run(text="I love it", backend=backend, cache=False)
+    >>> result.output.label, result.cached, len(result.attempts)
     ('positive', False, 1)
     """
 

@@ -145,7 +145,11 @@ class Task(Generic[P, R]):
 
         dirs = [*search_path, Path.cwd() / "prompts"]
         if template_file is not None or (template is not None and is_template_file(template)):
-            self.template = PromptTemplate.from_file(str(template_file or template).strip(), search_path=dirs)
+            try:
+                self.template = PromptTemplate.from_file(str(template_file or template).strip(), search_path=dirs)
+            except TaskDefinitionError as exc:
+                key = "template_file" if template_file is not None else "template"
+                raise TaskDefinitionError(exc.message, source=source, path=(key,)) from None
         else:
             text = template if template is not None else self._default_template()
             self.template = PromptTemplate.from_string(
@@ -168,15 +172,19 @@ class Task(Generic[P, R]):
     def render(self, *args: Any, **inputs: Any) -> list[Message]:
         """The chat messages a call with these inputs would send.
 
-        >>> [m.role for m in sentiment.render(text="great")]  # doctest: +SKIP
-        ['system', 'user']
+        >>> import promptask
+        >>> [m.role for m in promptask.tasks.sentiment.render(text="great")][-3:]
+        ['user', 'assistant', 'user']
         """
         return list(self.messages_for(self.validate_inputs(args, inputs)))
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some constructor arguments changed.
 
-        >>> creative = sentiment.with_options(temperature=0.8, retries=0)  # doctest: +SKIP
+        >>> import promptask
+        >>> creative = promptask.tasks.sentiment.with_options(temperature=0.8, retries=0)
+        >>> creative.sampling.temperature, creative.retries
+        (0.8, 0)
         """
         return Task(**{**self._spec, **changes})
 
@@ -396,18 +404,22 @@ class Task(Generic[P, R]):
     def _example_messages(self, examples: Sequence[Mapping[str, Any]], where: str) -> list[Message]:
         turns: list[Message] = []
         for i, example in enumerate(examples):
+
+            def bad(message: str, i: int = i) -> TaskDefinitionError:
+                return TaskDefinitionError(f"example {i} {message}", source=where, path=("examples", i))
+
             if not isinstance(example, Mapping) or set(example) - {"input", "output"} or "output" not in example:
-                raise TaskDefinitionError(f"{where}: example {i} must be a mapping with 'input' and 'output'")
+                raise bad("must be a mapping with 'input' and 'output'")
             try:
                 inputs = self.validate_inputs((), dict(example.get("input") or {}))
             except InputValidationError as exc:
-                raise TaskDefinitionError(f"{where}: example {i} input: {exc}") from None
+                raise bad(f"input: {exc}") from None
             output = example["output"]
             data = {ANSWER_FIELD: to_jsonable(output)} if self._wrapped else to_jsonable(output)
             try:
                 model, _ = self.check_output(data, inputs)
             except ValueError as exc:
-                raise TaskDefinitionError(f"{where}: example {i} output does not validate: {exc}") from None
+                raise bad(f"output does not validate: {exc}") from None
             rendered = self.template.render(self._variables(inputs))
             turns += [m for m in rendered if m.role != "system"]
             turns.append(Message("assistant", model.model_dump_json(by_alias=True)))
