@@ -218,6 +218,8 @@ def test_user_template_can_extend_a_builtin_one(tmp_path: Path) -> None:
         ("name: x\noutput:\n  type: object\n  properties: {a: {type: strin}}\n", 2, "unknown JSON Schema type"),
         ("name: x\ninputs: {a: str}\noutput: str\nexamples:\n  - input: {a: 1}\n", 5, "example 0"),
         ("inputs: {a: str}\n", 1, "missing required key 'name'"),
+        ("name: x\noutput: str\nretries: 2\ntemperature: hot\n", 4, "temperature must be a number >= 0, got 'hot'"),
+        ("name: x\noutput: str\nmax_tokens: 0\n", 3, "max_tokens must be an integer >= 1"),
     ],
 )
 def test_yaml_errors_name_file_and_line(tmp_path: Path, text: str, line: int | None, message: str) -> None:

@@ -44,23 +44,9 @@ from promptask.tasks.task import Task
 
 __all__ = ["load_task", "load_tasks", "task_from_mapping"]
 
-_KEYS = {
-    "name",
-    "description",
-    "version",
-    "inputs",
-    "output",
-    "template",
-    "template_file",
-    "system",
-    "examples",
-    "retries",
-    "temperature",
-    "max_tokens",
-    "seed",
-    "top_p",
-    "format_instructions",
-}
+# Keys handed to Task unchanged; the others need reading first.
+_PASSTHROUGH = ("description", "system", "retries", "temperature", "max_tokens", "seed", "top_p", "format_instructions")
+_KEYS = {*_PASSTHROUGH, "name", "version", "inputs", "output", "template", "template_file", "examples"}
 _JSON_TYPE_NAMES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
@@ -192,20 +178,7 @@ def task_from_mapping(
     search_path: list[Path] = []
     if base_dir is not None:
         search_path = [base_dir, base_dir.parent / "prompts"]
-    options = {
-        k: data[k]
-        for k in (
-            "description",
-            "system",
-            "retries",
-            "temperature",
-            "max_tokens",
-            "seed",
-            "top_p",
-            "format_instructions",
-        )
-        if k in data
-    }
+    options = {k: data[k] for k in _PASSTHROUGH if k in data}
     if "version" in data:
         options["version"] = str(data["version"])
     try:
@@ -225,8 +198,6 @@ def task_from_mapping(
         if exc.line is not None:
             raise
         raise fail(exc.message, *exc.path) from None
-    except TypeError as exc:
-        raise fail(f"invalid option value: {exc}") from None
 
 
 def _input_field(spec: Any, model_name: str, fail: Any, path: tuple[Any, ...]) -> tuple[Any, Any]:

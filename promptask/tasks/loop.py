@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
@@ -139,8 +140,15 @@ def _checked(generation: Any, info: BackendInfo) -> Generation:
     return generation
 
 
-def _backend_failure(exc: Exception, info: BackendInfo) -> BackendError:
-    return BackendError(f"backend {info.name} failed: {type(exc).__name__}: {exc}")
+@contextmanager
+def _backend_call(info: BackendInfo) -> Iterator[None]:
+    """Let promptask's own errors through; turn anything else a backend raises into a BackendError."""
+    try:
+        yield
+    except PromptaskError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"backend {info.name} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _start(
@@ -156,16 +164,11 @@ def run_sync(
 ) -> TaskResult[R]:
     """Drive :func:`call_loop` with ``backend.generate``."""
     loop, info = _start(task, inputs, backend, cache_setting)
-    generate: Callable[[GenerationRequest], Generation] = backend.generate
     try:
         request = next(loop)
         while True:
-            try:
-                generation = generate(request)
-            except PromptaskError:
-                raise
-            except Exception as exc:
-                raise _backend_failure(exc, info) from exc
+            with _backend_call(info):
+                generation = backend.generate(request)
             request = loop.send(_checked(generation, info))
     except StopIteration as done:
         result: TaskResult[R] = done.value
@@ -181,15 +184,11 @@ async def run_async(
     try:
         request = next(loop)
         while True:
-            try:
+            with _backend_call(info):
                 if agenerate is not None:
                     generation = await agenerate(request)
                 else:
                     generation = await asyncio.to_thread(backend.generate, request)
-            except PromptaskError:
-                raise
-            except Exception as exc:
-                raise _backend_failure(exc, info) from exc
             request = loop.send(_checked(generation, info))
     except StopIteration as done:
         result: TaskResult[R] = done.value

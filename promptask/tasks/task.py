@@ -123,8 +123,10 @@ class Task(Generic[P, R]):
         clash = sorted(RESERVED_NAMES & set(input_model.model_fields))
         if clash:
             raise TaskDefinitionError(f"input names {clash} are reserved; rename them", source=source)
-        if retries < 0 or max_tokens < 1:
-            raise TaskDefinitionError("retries must be >= 0 and max_tokens >= 1", source=source)
+        _check_settings(retries=retries, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                        source=source)  # fmt: skip
+        if template is not None and template_file is not None:
+            raise TaskDefinitionError("give either template or template_file, not both", source=source)
 
         self.name = name
         self.description = description.strip()
@@ -441,6 +443,27 @@ class Task(Generic[P, R]):
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _check_settings(
+    *, retries: Any, max_tokens: Any, temperature: Any, top_p: Any, seed: Any, source: str | None
+) -> None:
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value: Any) -> bool:
+        return integer(value) or isinstance(value, float)
+
+    checks = [
+        ("retries", retries, integer(retries) and retries >= 0, "an integer >= 0"),
+        ("max_tokens", max_tokens, integer(max_tokens) and max_tokens >= 1, "an integer >= 1"),
+        ("temperature", temperature, number(temperature) and temperature >= 0, "a number >= 0"),
+        ("top_p", top_p, number(top_p) and 0 < top_p <= 1, "a number in (0, 1]"),
+        ("seed", seed, seed is None or integer(seed), "an integer or null"),
+    ]
+    for key, value, ok, expected in checks:
+        if not ok:
+            raise TaskDefinitionError(f"{key} must be {expected}, got {value!r}", source=source, path=(key,))
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
