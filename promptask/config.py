@@ -88,16 +88,22 @@ def reset() -> None:
         _caches.clear()
 
 
+DEFAULT_BACKEND = "llamacpp:"
+"""llama.cpp on the CPU with the bundled SmolLM2 model: runs anywhere, offline."""
+
+
 def resolve_default_backend() -> Backend:
-    """The configured backend, else ``$PROMPTASK_BACKEND``; an error says how to set one."""
+    """The configured backend, else ``$PROMPTASK_BACKEND``, else :data:`DEFAULT_BACKEND`."""
     spec = _settings.backend or os.environ.get("PROMPTASK_BACKEND")
-    if not spec:
+    if spec:
+        return resolve_backend(spec)
+    try:
+        return resolve_backend(DEFAULT_BACKEND)
+    except ConfigurationError as exc:
         raise ConfigurationError(
-            "no backend is configured: pass backend=... (--backend on the command line), "
-            "call promptask.configure(backend=...), "
-            "or set PROMPTASK_BACKEND to a backend URI"
-        )
-    return resolve_backend(spec)
+            f"no backend is configured and the default one is unavailable ({exc}); pass backend=... "
+            "(--backend on the command line), call promptask.configure(backend=...), or set PROMPTASK_BACKEND"
+        ) from None
 
 
 def _cache_mode(setting: CacheSetting, *, source: str) -> CacheMode:

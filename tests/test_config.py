@@ -27,8 +27,15 @@ def test_precedence_call_then_task_then_configure_then_environment(monkeypatch: 
     assert pinned(text="x", backend=reply("call"), cache=False) == "call"
 
 
-def test_no_backend_says_how_to_configure_one() -> None:
-    with pytest.raises(ConfigurationError, match="PROMPTASK_BACKEND"):
+def test_default_backend_is_llamacpp() -> None:
+    assert promptask.config.DEFAULT_BACKEND == "llamacpp:"
+    assert type(echo.resolve_backend(None)).__name__ == "LlamaCppBackend"
+
+
+def test_without_the_default_backend_the_error_says_how_to_configure_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry._BUILTIN, "llamacpp", ("promptask_no_such_module", "from_uri", "llamacpp"))
+    monkeypatch.setattr(registry, "_instances", {})
+    with pytest.raises(ConfigurationError, match=r"pip install 'promptask\[llamacpp\]'.*PROMPTASK_BACKEND"):
         echo(text="x")
 
 
@@ -42,7 +49,7 @@ def test_uris_resolve_once_per_process() -> None:
     ("spec", "message"),
     [
         ("nonsense", "not a URI"),
-        ("warp:drive", "unknown backend scheme 'warp:'; known schemes: scripted:"),
+        ("warp:drive", "unknown backend scheme 'warp:'; known schemes: llamacpp:, scripted:"),
         (42, "int is not a backend"),
     ],
 )

@@ -83,6 +83,7 @@ class GenerationRequest:
     """What a task asks of a backend.
 
     ``schema`` is the JSON Schema the answer must match, or ``None`` for free text.
+    It is shared between requests: backends must not modify it.
     """
 
     messages: tuple[Message, ...]

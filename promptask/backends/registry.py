@@ -25,6 +25,7 @@ BackendFactory = Callable[[str], Backend]
 # scheme -> (module, function, extra to install if the import fails)
 _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "scripted": ("promptask.backends.scripted", "from_uri", None),
+    "llamacpp": ("promptask.backends.llamacpp", "from_uri", "llamacpp"),
 }
 _factories: dict[str, BackendFactory] = {}
 _instances: dict[str, Backend] = {}

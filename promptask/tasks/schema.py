@@ -338,10 +338,35 @@ def output_model_for(tp: Any, *, name: str) -> tuple[type[BaseModel], bool]:
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema without auto-generated titles (fewer tokens, same meaning)."""
-    schema = _strip_titles(model.model_json_schema(by_alias=True))
+    """The JSON Schema the model must answer in.
+
+    Pydantic's schema, with two changes: auto-generated titles are dropped (fewer
+    prompt tokens, same meaning), and objects that list their properties are
+    closed (``additionalProperties: false``) unless they say otherwise.  The
+    output model would ignore extra keys anyway; forbidding them keeps a
+    constrained model from inventing keys and spending its token budget on them.
+    """
+    schema = _close_objects(_strip_titles(model.model_json_schema(by_alias=True)))
     assert isinstance(schema, dict)
     return schema
+
+
+def _close_objects(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_close_objects(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            out[key] = {name: _close_objects(sub) for name, sub in value.items()}
+        elif key in _DATA_KEYS:
+            out[key] = value
+        else:
+            out[key] = _close_objects(value)
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 _SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})

@@ -25,7 +25,6 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
@@ -140,8 +139,9 @@ class Task(Generic[P, R]):
         self.output_model, self._wrapped = output_model_for(output_type, name=name)
         self.output_type = output_type
         self._schema = json_schema(self.output_model)
-        self.schema: Mapping[str, Any] = MappingProxyType(self._schema)
-        """The output JSON Schema, read-only (:meth:`json_schema` returns a copy)."""
+        self.schema: Mapping[str, Any] = self._schema
+        """The output JSON Schema, shared with every request: treat it as read-only
+        (:meth:`json_schema` returns a copy you may change)."""
         self._schema_text = json.dumps(self._schema, ensure_ascii=False)
         self._format_text = FORMAT_INSTRUCTIONS.format(schema=self._schema_text)
 

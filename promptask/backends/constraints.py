@@ -1,0 +1,105 @@
+"""Token-level JSON Schema constraints for local backends, on llguidance.
+
+A :class:`SchemaConstraints` belongs to one tokenizer.  It compiles each
+schema once (cached by its canonical JSON) and hands out a fresh
+:class:`TokenConstraint` per generation, a cheap copy of the compiled
+matcher.  At each step the constraint masks the logits so only tokens that
+keep the output a valid prefix of a schema-conforming JSON document can be
+chosen, and it reports the tokens the grammar forces next (fixed key names,
+punctuation), which a backend can evaluate in one batch instead of sampling
+them one by one.
+
+JSON is compiled without free whitespace: answers are compact, a small model
+cannot wander off into newlines, and every token goes to content.
+
+llguidance never raises on a schema it cannot handle; its matcher enters an
+error state instead, which is checked here and raised as
+:class:`~promptask.BackendError`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import llguidance
+import numpy as np
+import numpy.typing as npt
+
+from promptask.errors import BackendError
+
+__all__ = ["SchemaConstraints", "TokenConstraint"]
+
+COMPILE_OPTIONS: Any = {"whitespace_flexible": False, "lenient": True}
+
+
+class TokenConstraint:
+    """The state of one constrained generation."""
+
+    def __init__(self, matcher: llguidance.LLMatcher, n_vocab: int) -> None:
+        self._matcher = matcher
+        self._n_vocab = n_vocab
+        self._bits = np.zeros((n_vocab + 31) // 32, dtype=np.int32)
+
+    def allowed(self) -> npt.NDArray[np.bool_]:
+        """A boolean mask over the vocabulary: which tokens may come next."""
+        self._matcher.unsafe_compute_mask_ptr(self._bits.ctypes.data, self._bits.nbytes)
+        self._check()
+        bits = np.unpackbits(self._bits.view(np.uint8), bitorder="little", count=self._n_vocab)
+        return bits.view(np.bool_)
+
+    def consume(self, token: int) -> None:
+        """Advance past a sampled token."""
+        self._matcher.consume_token(token)
+        self._check()
+
+    def forced(self) -> list[int]:
+        """Tokens the grammar forces next, already consumed; evaluate them without sampling."""
+        tokens = self._matcher.compute_ff_tokens()
+        if tokens:
+            self._matcher.consume_tokens(tokens)
+            self._check()
+        return tokens
+
+    def finished(self) -> bool:
+        """The output is complete: nothing but end-of-sequence may follow."""
+        return self._matcher.is_stopped()
+
+    def _check(self) -> None:
+        if self._matcher.is_error():
+            raise BackendError(f"schema constraint failed: {self._matcher.get_error()}")
+
+
+class SchemaConstraints:
+    """Compiles JSON Schemas for one tokenizer, once each, and starts constrained generations."""
+
+    def __init__(self, tokenizer: llguidance.LLTokenizer, n_vocab: int) -> None:
+        self._tokenizer = tokenizer
+        self._n_vocab = n_vocab
+        self._compiled: dict[str, llguidance.LLMatcher] = {}
+        self._lock = threading.Lock()
+        self.compile_seconds: list[float] = []
+
+    def start(self, schema: Mapping[str, Any]) -> TokenConstraint:
+        """A fresh constraint for one generation that must match ``schema``."""
+        key = json.dumps(schema, separators=(",", ":"))  # key order matters: properties come out in it
+        with self._lock:
+            prototype = self._compiled.get(key)
+            if prototype is None:
+                prototype = self._compiled[key] = self._compile(key)
+        return TokenConstraint(prototype.deep_copy(), self._n_vocab)
+
+    def _compile(self, schema_json: str) -> llguidance.LLMatcher:
+        started = time.perf_counter()
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_json, defaults=COMPILE_OPTIONS)
+        except ValueError as exc:
+            raise BackendError(f"the output schema is not valid JSON Schema: {exc}") from None
+        matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+        if matcher.is_error():
+            raise BackendError(f"the output schema cannot be enforced while decoding: {matcher.get_error()}")
+        self.compile_seconds.append(time.perf_counter() - started)
+        return matcher
