@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 import promptask
 from promptask import InputValidationError, ScriptedBackend, TaskDefinitionError
@@ -244,3 +244,19 @@ def test_builtin_tasks_are_attributes_of_promptask_tasks() -> None:
     assert promptask.tasks.sentiment is promptask.builtin_task("sentiment")
     with pytest.raises(AttributeError):
         promptask.tasks.no_such_task
+
+
+def test_map_schemas_keep_their_size_and_key_constraints() -> None:
+    from promptask.tasks.schema import json_schema, model_from_schema
+
+    ages = {"type": "object", "additionalProperties": {"type": "integer"}, "minProperties": 1, "maxProperties": 2,
+            "propertyNames": {"maxLength": 5}}  # fmt: skip
+    model = model_from_schema({"type": "object", "properties": {"ages": ages}, "required": ["ages"]}, name="Ages")
+    generated = json_schema(model)["properties"]["ages"]
+    assert generated["maxProperties"] == 2 and generated["minProperties"] == 1
+    assert generated["propertyNames"] == {"maxLength": 5}
+    model.model_validate({"ages": {"ann": 3}})
+    for bad, message in (({}, "at least 1 item"), ({"a": 1, "b": 2, "c": 3}, "at most 2 items"),
+                         ({"annabel": 3}, "at most 5 characters")):  # fmt: skip
+        with pytest.raises(ValidationError, match=message):
+            model.model_validate({"ages": bad})

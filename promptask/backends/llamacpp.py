@@ -171,11 +171,12 @@ class _Model:
         return self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not added_special, special=True)
 
     def generate(self, tokens: list[int], sampling: Sampling, constraint: TokenConstraint | None,
-                 reuse_prefix: bool) -> tuple[list[int], str, dict[str, float]]:  # fmt: skip
+                 reuse_prefix: bool) -> tuple[list[int], str, int, dict[str, float]]:  # fmt: skip
+        """Decode up to ``sampling.max_tokens``; returns (tokens, finish reason, cached prompt tokens, timings)."""
         limit = min(sampling.max_tokens, self.n_ctx - len(tokens))
         rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
         started = time.perf_counter()
-        self._evaluate_prompt(tokens, reuse_prefix)
+        cached = self._evaluate_prompt(tokens, reuse_prefix)
         prompt_s = time.perf_counter() - started
         output: list[int] = []
         finish = "length"
@@ -203,9 +204,10 @@ class _Model:
                 break
             self.llama.eval(batch)
         timings = {"prompt_s": prompt_s, "decode_s": time.perf_counter() - started - prompt_s}
-        return output, finish, timings
+        return output, finish, cached, timings
 
-    def _evaluate_prompt(self, tokens: list[int], reuse_prefix: bool) -> None:
+    def _evaluate_prompt(self, tokens: list[int], reuse_prefix: bool) -> int:
+        """Evaluate the prompt past its longest prefix already in the KV cache; returns that prefix's length."""
         llama = self.llama
         keep = 0
         if reuse_prefix:
@@ -216,6 +218,7 @@ class _Model:
                 keep = int(mismatch[0]) if mismatch.size else limit
         llama.n_tokens = keep  # eval() drops the KV cache past this point first
         llama.eval(tokens[keep:])
+        return keep
 
     def _last_logits(self) -> npt.NDArray[np.float32]:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)
@@ -344,9 +347,10 @@ class LlamaCppBackend:
                     "shorten the input or raise n_ctx"
                 )
             constraint = model.constraints.start(request.schema) if request.schema is not None else None
-            output, finish, timings = model.generate(tokens, request.sampling, constraint, self.reuse_prefix)
+            output, finish, cached, timings = model.generate(tokens, request.sampling, constraint, self.reuse_prefix)
             text = model.llama.detokenize(output).decode("utf-8", errors="replace")
-        return Generation(text=text, finish_reason=finish, usage=Usage(len(tokens), len(output)), timings=timings)
+        usage = Usage(len(tokens), len(output), cached)
+        return Generation(text=text, finish_reason=finish, usage=usage, timings=timings)
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({str(self._settings.path)!r}, n_ctx={self._settings.n_ctx})"

@@ -221,12 +221,8 @@ class _SchemaCompiler:
 
     def object(self, schema: Mapping[str, Any], path: str, title: str) -> Any:
         props = schema.get("properties")
-        extra = schema.get("additionalProperties", True)
         if not props:
-            if isinstance(extra, Mapping):
-                value = self.type_of(extra, f"{path}.additionalProperties", f"{title}Value")
-                return dict[str, value]  # type: ignore[valid-type]
-            return dict[str, Any]
+            return self.mapping(schema, path, title)
         if not isinstance(props, Mapping):
             raise self.fail(path, "properties must be a mapping")
         required = schema.get("required", [])
@@ -248,7 +244,8 @@ class _SchemaCompiler:
             else:
                 tp, default = Optional[tp], None  # noqa: UP045
             fields[prop if _plain_identifier(prop) else f"field_{i}"] = (tp, Field(default, **info))
-        config = ConfigDict(**_MODEL_CONFIG, extra="forbid" if extra is False else "ignore")
+        closed = schema.get("additionalProperties", True) is False
+        config = ConfigDict(**_MODEL_CONFIG, extra="forbid" if closed else "ignore")
         model: Any = create_model(
             camel_case(title, suffix="") or self.name,
             __config__=config,
@@ -256,6 +253,22 @@ class _SchemaCompiler:
             **fields,
         )
         return model
+
+    def mapping(self, schema: Mapping[str, Any], path: str, title: str) -> Any:
+        """An object without listed properties: ``dict[str, V]`` with its size and key constraints."""
+        extra = schema.get("additionalProperties", True)
+        value: Any = Any
+        if isinstance(extra, Mapping):
+            value = self.type_of(extra, f"{path}.additionalProperties", f"{title}Value")
+        names = schema.get("propertyNames")
+        key: Any = str
+        if isinstance(names, Mapping):
+            key = self.constrained(str, names, f"{path}.propertyNames")
+        tp: Any = dict[key, value]
+        low, high = schema.get("minProperties"), schema.get("maxProperties")
+        if low is not None or high is not None:
+            tp = Annotated[tp, Field(min_length=low, max_length=high)]
+        return tp
 
     def ref(self, ref: str, path: str) -> Any:
         if ref in self.refs:

