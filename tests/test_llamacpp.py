@@ -161,6 +161,8 @@ def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
         Sampling(temperature=1.0, seed=7, max_tokens=16),
     )
     assert backend.generate(request).text == backend.generate(request).text
+    unseeded = GenerationRequest(request.messages, request.schema, Sampling(temperature=1.0, seed=None, max_tokens=16))
+    assert LlamaCppBackend(seed=7).generate(unseeded).text == backend.generate(request).text
 
 
 # ---------------------------------------------------------------- errors

@@ -37,7 +37,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +295,7 @@ class LlamaCppBackend:
         n_ctx: context length in tokens (prompt plus answer).
         n_threads: CPU threads; default: every core (llama.cpp's own default is half).
         n_batch: prompt tokens evaluated per step.
+        seed: the sampling seed for requests that carry none (tasks send theirs, 0 by default).
         reuse_prefix: keep the KV cache between calls and evaluate only what changed.
 
     The model loads on first use, once per (file, settings) per process.
@@ -310,10 +311,12 @@ class LlamaCppBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_batch: int = 512,
+        seed: int = 0,
         reuse_prefix: bool = True,
     ) -> None:
         path = Path(model_path).expanduser() if model_path is not None else default_model_path()
         self._settings = _Settings(path.resolve(), n_ctx, n_threads or os.cpu_count() or 1, n_batch)
+        self.seed = seed
         self.reuse_prefix = reuse_prefix
         self._model: _Model | None = None
 
@@ -347,7 +350,10 @@ class LlamaCppBackend:
                     "shorten the input or raise n_ctx"
                 )
             constraint = model.constraints.start(request.schema) if request.schema is not None else None
-            output, finish, cached, timings = model.generate(tokens, request.sampling, constraint, self.reuse_prefix)
+            sampling = request.sampling
+            if sampling.seed is None:
+                sampling = replace(sampling, seed=self.seed)
+            output, finish, cached, timings = model.generate(tokens, sampling, constraint, self.reuse_prefix)
             text = model.llama.detokenize(output).decode("utf-8", errors="replace")
         usage = Usage(len(tokens), len(output), cached)
         return Generation(text=text, finish_reason=finish, usage=usage, timings=timings)

@@ -359,36 +359,19 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     output model would ignore extra keys anyway; forbidding them keeps a
     constrained model from inventing keys and spending its token budget on them.
     """
-    schema = _close_objects(_strip_titles(model.model_json_schema(by_alias=True)))
+    schema = _tidy(model.model_json_schema(by_alias=True))
     assert isinstance(schema, dict)
     return schema
-
-
-def _close_objects(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_close_objects(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _close_objects(sub) for name, sub in value.items()}
-        elif key in _DATA_KEYS:
-            out[key] = value
-        else:
-            out[key] = _close_objects(value)
-    if "properties" in out and "additionalProperties" not in out:
-        out["additionalProperties"] = False
-    return out
 
 
 _SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperties"})
 _DATA_KEYS = frozenset({"default", "const", "enum", "examples"})
 
 
-def _strip_titles(node: Any) -> Any:
+def _tidy(node: Any) -> Any:
+    """Drop auto-generated titles and close objects that list their properties, in one pass."""
     if isinstance(node, list):
-        return [_strip_titles(item) for item in node]
+        return [_tidy(item) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
@@ -396,11 +379,13 @@ def _strip_titles(node: Any) -> Any:
         if key == "title" and isinstance(value, str):
             continue
         if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _strip_titles(sub) for name, sub in value.items()}
+            out[key] = {name: _tidy(sub) for name, sub in value.items()}
         elif key in _DATA_KEYS:
             out[key] = value
         else:
-            out[key] = _strip_titles(value)
+            out[key] = _tidy(value)
+    if "properties" in out and "additionalProperties" not in out:
+        out["additionalProperties"] = False
     return out
 
 
