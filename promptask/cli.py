@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import sys
-import types
-import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from typing import Any
 import yaml
 
 from promptask import __version__
+from promptask.batch import coerce_text, run_file
 from promptask.errors import ExecutionError, OutputValidationError, PromptaskError, UserError
 from promptask.tasks import builtin_task, builtin_task_names
 from promptask.tasks.loader import load_task
@@ -70,6 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     with_tasks(p_run)
     p_run.add_argument("--backend", metavar="URI", help="backend URI (default: $PROMPTASK_BACKEND)")
     p_run.add_argument("--cache", choices=["on", "off", "refresh"], help="cache mode (default: $PROMPTASK_CACHE or on)")
+    batch = p_run.add_argument_group("batch runs over a file")
+    batch.add_argument("--file", metavar="INPUT", help="run over every row of a .jsonl or .csv file")
+    batch.add_argument("--out", metavar="OUTPUT", help="the .jsonl file results are appended to (and resumed from)")
+    batch.add_argument("--concurrency", type=int, metavar="N", help="rows in flight at once")
+    batch.add_argument(
+        "--map", action="append", default=[], metavar="FIELD=INPUT", help="feed a file field to a task input"
+    )
+    batch.add_argument("--id-field", metavar="FIELD", help="the field identifying rows (default: id, else row number)")
+    batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed row")
+    batch.add_argument("--strict", action="store_true", help="refuse to run if any input row is malformed")
+    batch.add_argument("--no-progress", action="store_true", help="no progress output")
     p_run.add_argument(
         "--json", action="store_true", help="print the whole result (output, attempts, usage, timing) as JSON"
     )
@@ -119,7 +129,6 @@ def find_task(name: str, dirs: Sequence[Path]) -> Task[..., Any]:
 
 def _parse_inputs(task: Task[..., Any], pairs: Sequence[str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    fields = task.input_model.model_fields
     for pair in pairs:
         name, sep, raw = pair.partition("=")
         if not sep or not name:
@@ -131,26 +140,8 @@ def _parse_inputs(task: Task[..., Any], pairs: Sequence[str]) -> dict[str, Any]:
                 raw = Path(raw[1:]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise UserError(f"--input {name}: cannot read {raw[1:]!r}: {exc.strerror}") from None
-        field = fields.get(name)
-        values[name] = raw if field is None or _is_text(field.annotation) else _json_or_text(raw)
-    return values
-
-
-def _is_text(annotation: Any) -> bool:
-    """Text inputs take the value as written; others are read as JSON when they parse."""
-    origin = typing.get_origin(annotation)
-    if origin is typing.Annotated:
-        return _is_text(typing.get_args(annotation)[0])
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_text(option) for option in typing.get_args(annotation))
-    return annotation is str
-
-
-def _json_or_text(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+        values[name] = raw
+    return coerce_text(task, values)
 
 
 def _print_output(value: Any) -> None:
@@ -210,12 +201,44 @@ def _type_label(annotation: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     task = find_task(args.task, _task_dirs(args.tasks))
+    if args.file:
+        return _run_file(task, args)
+    if args.out:
+        raise UserError("--out needs --file: a single run prints its result")
     result = task.run(backend=args.backend, cache=args.cache, **_parse_inputs(task, args.input))
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
     else:
         _print_output(result.output)
     return 0
+
+
+def _run_file(task: Task[..., Any], args: argparse.Namespace) -> int:
+    if not args.out:
+        raise UserError("--file needs --out OUTPUT.jsonl, where results are written (and resumed from)")
+    rename = {}
+    for pair in args.map:
+        field, sep, name = pair.partition("=")
+        if not sep or not field or not name:
+            raise UserError(f"--map {pair!r}: write FIELD=INPUT")
+        rename[field] = name
+    summary = run_file(
+        task,
+        args.file,
+        args.out,
+        backend=args.backend,
+        concurrency=args.concurrency,
+        cache=args.cache,
+        constants=_parse_inputs(task, args.input),
+        rename=rename,
+        id_field=args.id_field,
+        fail_fast=args.fail_fast,
+        strict=args.strict,
+        progress=not args.no_progress,
+    )
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,16 +59,22 @@ class Progress:
         parts.append(f"{self.failed} failed")
         return ", ".join(parts)
 
+    def bar(self, width: int = 24) -> str:
+        if not self.total:
+            return ""
+        filled = int(width * min(self.done, self.total) / self.total)
+        return "[" + "#" * filled + "." * (width - filled) + "] "
+
     def _write(self, now: float) -> None:
         if self.tty:
-            self.stream.write("\r\x1b[K" + self.line(now))
+            self.stream.write("\r\x1b[K" + self.bar() + self.line(now))
         else:
             self.stream.write(self.line(now) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         with self._lock:
-            if self.enabled:
+            if self.enabled and self.done:
                 self._write(time.monotonic())
                 if self.tty:
                     self.stream.write("\n")

@@ -22,8 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
@@ -272,48 +271,52 @@ class Task(Generic[P, R]):
         Results are cached as they finish, so a batch that failed part-way
         recomputes only what is missing when run again.
         """
-        from promptask.backends.base import describe
-        from promptask.tasks.loop import run_sync
-
-        rows = list(inputs)
-        chosen = self.resolve_backend(backend)
+        rows = [dict(row) for row in inputs]
+        if on_error == "raise":
+            for i, row in enumerate(rows):  # every input error before any backend call
+                self.validate_inputs((), row, row_label=f"row {i}")
         results: list[TaskResult[R] | PromptaskError | None] = [None] * len(rows)
-        validated: list[BaseModel | None] = [None] * len(rows)
-        for i, row in enumerate(rows):
-            try:
-                validated[i] = self.validate_inputs((), dict(row), row_label=f"row {i}")
-            except PromptaskError as exc:
-                if on_error == "raise":
-                    raise
-                results[i] = exc
-        workers = max(1, concurrency or describe(chosen).concurrency)
         meter = Progress(len(rows), label=self.name, enabled=progress)
-
-        def one(i: int, item: BaseModel) -> None:
-            try:
-                results[i] = run_sync(self, item, chosen, cache)
-                meter.advance(ok=True)
-            except PromptaskError as exc:
-                meter.advance(ok=False)
-                if on_error == "raise":
-                    raise
-                results[i] = exc
-
-        todo = [(i, item) for i, item in enumerate(validated) if item is not None]
         try:
-            if workers == 1:
-                for i, item in todo:
-                    one(i, item)
-            else:
-                with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="promptask") as pool:
-                    futures: list[Future[None]] = [pool.submit(one, i, item) for i, item in todo]
-                    for future in futures:
-                        if future.exception() is not None:
-                            pool.shutdown(wait=True, cancel_futures=True)
-                            future.result()
+            for i, outcome in self.stream(rows, backend=backend, concurrency=concurrency, cache=cache):
+                meter.advance(ok=isinstance(outcome, TaskResult))
+                if isinstance(outcome, PromptaskError) and on_error == "raise":
+                    raise outcome
+                results[i] = outcome
         finally:
             meter.close()
         return [r for r in results if r is not None]
+
+    def stream(
+        self,
+        inputs: Iterable[Mapping[str, Any]],
+        *,
+        backend: Backend | str | None = None,
+        concurrency: int | None = None,
+        cache: CacheSetting | None = None,
+    ) -> Generator[tuple[int, TaskResult[R] | PromptaskError], None, None]:
+        """Run the task over an iterable of inputs, yielding ``(index, result or error)`` as each finishes.
+
+        Use it to write results out as they come, so an interrupted run loses
+        nothing; the cache makes a rerun skip finished work.  Errors are yielded,
+        not raised: one bad row never stops the others.
+
+        >>> import promptask
+        >>> backend = promptask.ScriptedBackend(['{"label": "positive"}'], repeat=True)
+        >>> rows = ({"text": text} for text in ["great", "lovely"])
+        >>> for i, result in promptask.tasks.sentiment.stream(rows, backend=backend, cache=False):
+        ...     print(i, result.output.label)
+        0 positive
+        1 positive
+
+        :func:`promptask.batch.run_file` does this for a JSONL or CSV file, with resume.
+        """
+        from promptask.backends.base import describe
+        from promptask.tasks.concurrent import run_many
+
+        chosen = self.resolve_backend(backend)
+        workers = max(1, concurrency or describe(chosen).concurrency)
+        return run_many(self, enumerate(inputs), chosen, concurrency=workers, cache=cache)
 
     # ------------------------------------------------------------------ internals
 

@@ -1,0 +1,312 @@
+"""Batch runs over a JSONL or CSV file, written to a JSONL file as rows finish.
+
+>>> import io, pathlib, tempfile, promptask
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (folder / "reviews.csv").write_text("id,text\\n1,Great phone\\n2,Lovely screen\\n")
+>>> backend = promptask.ScriptedBackend(['{"label": "positive"}'], repeat=True)
+>>> summary = run_file(promptask.tasks.sentiment, folder / "reviews.csv", folder / "labels.jsonl",
+...                    backend=backend, cache=False, log=io.StringIO())
+>>> summary.done, summary.failed
+(2, 0)
+>>> (folder / "labels.jsonl").read_text().splitlines()[0][:45]
+'{"id": "1", "row": 1, "output": {"label": "po'
+
+Each output line is one JSON object: ``id`` (the row's ``id`` field, the field
+named by ``id_field``, else the row number), ``row`` (the 1-based row number),
+then ``output``, or ``error`` with ``attempts``, and ``cached`` and ``usage``.
+
+Nothing is lost on interruption.  Each line is written and flushed as its
+row finishes.  Running the same batch again keeps the rows that already have
+an output, drops error lines and any line cut short by a crash, and runs only
+the rest, so the file ends with each row exactly once.  When a run completes
+with no failure, the file is rewritten in input order.
+
+Malformed input rows (bad JSON, wrong number of CSV fields) are reported with
+their line number and skipped, or stop the run with ``strict=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+import types
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from promptask.backends.base import Backend, Usage
+from promptask.config import CacheSetting
+from promptask.errors import OutputValidationError, PromptaskError, UserError
+from promptask.progress import Progress
+from promptask.tasks.result import TaskResult
+from promptask.tasks.task import Task
+
+__all__ = ["BatchSummary", "InputRow", "read_rows", "run_file"]
+
+
+@dataclass(frozen=True)
+class InputRow:
+    """One row of an input file: its 1-based number and line, and its fields or what is wrong with it."""
+
+    number: int
+    line: int
+    fields: dict[str, Any] | None
+    problem: str | None = None
+
+
+def read_rows(path: str | os.PathLike[str]) -> Iterator[InputRow]:
+    """The rows of a ``.jsonl`` (or ``.json`` lines) or ``.csv`` file, malformed ones included."""
+    file = Path(path)
+    try:
+        handle = file.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise UserError(f"cannot read {file}: {exc.strerror}") from None
+    with handle:
+        if file.suffix.lower() == ".csv":
+            yield from _csv_rows(handle)
+        elif file.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+            yield from _jsonl_rows(handle)
+        else:
+            raise UserError(f"{file}: give a .jsonl or .csv file")
+
+
+def _jsonl_rows(handle: TextIO) -> Iterator[InputRow]:
+    number = 0
+    for line_number, line in enumerate(handle, 1):
+        if not line.strip():
+            continue
+        number += 1
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            yield InputRow(number, line_number, None, f"not valid JSON ({exc})")
+            continue
+        if not isinstance(value, dict):
+            yield InputRow(number, line_number, None, f"expected a JSON object, got {type(value).__name__}")
+            continue
+        yield InputRow(number, line_number, value)
+
+
+def _csv_rows(handle: TextIO) -> Iterator[InputRow]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if not header:
+        return
+    number = 0
+    for values in reader:
+        if not values:
+            continue
+        number += 1
+        if len(values) != len(header):
+            problem = f"expected {len(header)} fields ({', '.join(header)}), got {len(values)}"
+            yield InputRow(number, reader.line_num, None, problem)
+            continue
+        yield InputRow(number, reader.line_num, dict(zip(header, values, strict=True)), None)
+
+
+def is_text(annotation: Any) -> bool:
+    """Text inputs take a value as written; others are read as JSON when they parse."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return is_text(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(is_text(option) for option in typing.get_args(annotation))
+    return annotation is str
+
+
+def coerce_text(task: Task[Any, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Read string values of non-text inputs as JSON (``"3"`` -> 3, ``'["a"]'`` -> a list)."""
+    fields = task.input_model.model_fields
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        field_info = fields.get(name)
+        if isinstance(value, str) and field_info is not None and not is_text(field_info.annotation):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        out[name] = value
+    return out
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did."""
+
+    total: int = 0
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    already_done: int = 0
+    malformed: int = 0
+    usage: Usage = field(default_factory=Usage)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def line(self, task: str) -> str:
+        tokens = self.usage.prompt_tokens + self.usage.completion_tokens
+        return (
+            f"{task}: {self.total} rows: {self.done} done ({self.cached} cached, {self.already_done} already in the "
+            f"output), {self.failed} failed, {self.malformed} malformed; {tokens:,} tokens; {self.seconds:.1f} s"
+            + (" (interrupted)" if self.interrupted else "")
+        )
+
+
+def _finished_ids(out: Path) -> set[str]:
+    """Ids that already have an output; rewrites the file without anything else (errors, a cut-off line)."""
+    if not out.exists():
+        return set()
+    kept: list[str] = []
+    ids: set[str] = set()
+    dropped = 0
+    with out.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                dropped += 1
+                continue
+            if isinstance(record, dict) and "output" in record and "id" in record:
+                ids.add(_key(record["id"]))
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        _replace(out, kept)
+    return ids
+
+
+def _replace(path: Path, lines: list[str]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+    os.replace(tmp, path)
+
+
+def _sort_by_row(path: Path) -> None:
+    with path.open(encoding="utf-8") as handle:
+        lines = handle.readlines()
+    lines.sort(key=lambda line: json.loads(line).get("row", 0))
+    _replace(path, lines)
+
+
+def _key(row_id: Any) -> str:
+    return json.dumps(row_id, sort_keys=True)
+
+
+def _record(row_id: Any, number: int, outcome: TaskResult[Any] | PromptaskError) -> dict[str, Any]:
+    if isinstance(outcome, TaskResult):
+        data = outcome.to_dict()
+        return {"id": row_id, "row": number, "output": data["output"], "cached": outcome.cached,
+                "usage": data["usage"]}  # fmt: skip
+    record: dict[str, Any] = {"id": row_id, "row": number, "error": str(outcome), "cached": False}
+    if isinstance(outcome, OutputValidationError):
+        record["attempts"] = [attempt.to_dict() for attempt in outcome.attempts]
+        record["usage"] = outcome.usage.to_dict()
+    else:
+        record["usage"] = Usage().to_dict()
+    return record
+
+
+def run_file(
+    task: Task[Any, Any],
+    input_path: str | os.PathLike[str],
+    output_path: str | os.PathLike[str],
+    *,
+    backend: Backend | str | None = None,
+    concurrency: int | None = None,
+    cache: CacheSetting | None = None,
+    constants: Mapping[str, Any] | None = None,
+    rename: Mapping[str, str] | None = None,
+    id_field: str | None = None,
+    fail_fast: bool = False,
+    strict: bool = False,
+    progress: bool | None = None,
+    log: TextIO | None = None,
+) -> BatchSummary:
+    """Run ``task`` over every row of ``input_path``, appending results to ``output_path``.
+
+    Args:
+        constants: inputs given to every row (a row's own field wins).
+        rename: input-file field -> task input (``{"review": "text"}``).
+        id_field: the field that identifies a row (default: ``id`` when present, else the row number).
+        fail_fast: stop at the first failed row.
+        strict: refuse to run when any input row is malformed.
+        progress: show progress (default on: a redrawn bar on a terminal, else a line every ten seconds).
+        log: where progress, malformed-row reports and the summary go (default: standard error).
+    """
+    log = log if log is not None else sys.stderr
+    started = time.perf_counter()
+    out = Path(output_path)
+    summary = BatchSummary()
+    rows = list(read_rows(input_path))
+    summary.total = len(rows)
+    malformed = [row for row in rows if row.problem]
+    if malformed and strict:
+        first = malformed[0]
+        raise UserError(f"{input_path}:{first.line}: {first.problem} ({len(malformed)} malformed rows; --strict)")
+    for row in malformed:
+        print(f"promptask: {input_path}:{row.line}: {row.problem}; skipped", file=log)
+    summary.malformed = len(malformed)
+
+    inputs = set(task.input_model.model_fields)
+    rename = dict(rename or {})
+    todo: list[tuple[int, dict[str, Any]]] = []
+    ids: dict[int, Any] = {}
+    seen: dict[str, int] = {}
+    finished = _finished_ids(out)
+    for row in rows:
+        if row.fields is None:
+            continue
+        fields = {rename.get(name, name): value for name, value in row.fields.items()}
+        if id_field is not None and id_field not in row.fields:
+            raise UserError(f"{input_path}:{row.line}: no {id_field!r} field (given by --id-field)")
+        row_id = row.fields.get(id_field or "id", row.number)
+        key = _key(row_id)
+        if key in seen:
+            raise UserError(f"{input_path}:{row.line}: id {row_id!r} repeats row {seen[key]}; ids must be unique")
+        seen[key] = row.number
+        ids[row.number] = row_id
+        if key in finished:
+            summary.already_done += 1
+            continue
+        values = {**(constants or {}), **{k: v for k, v in fields.items() if k in inputs}}
+        todo.append((row.number, coerce_text(task, values)))
+
+    meter = Progress(len(todo), label=task.name, enabled=progress is not False, stream=log)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results = task.stream((values for _, values in todo), backend=backend, concurrency=concurrency, cache=cache)
+    try:
+        with out.open("a", encoding="utf-8") as handle:
+            for index, outcome in results:
+                number = todo[index][0]
+                handle.write(json.dumps(_record(ids[number], number, outcome), ensure_ascii=False) + "\n")
+                handle.flush()
+                ok = isinstance(outcome, TaskResult)
+                meter.advance(ok=ok)
+                if isinstance(outcome, TaskResult):
+                    summary.done += 1
+                    summary.cached += outcome.cached
+                    summary.usage += outcome.usage
+                else:
+                    summary.failed += 1
+                    if isinstance(outcome, OutputValidationError):
+                        summary.usage += outcome.usage
+                    if fail_fast:
+                        break
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    finally:
+        results.close()
+        meter.close()
+    summary.seconds = time.perf_counter() - started
+    complete = not summary.interrupted and summary.done + summary.already_done == len(rows) - len(malformed)
+    if complete and out.exists():
+        _sort_by_row(out)
+    print(summary.line(task.name), file=log)
+    return summary
