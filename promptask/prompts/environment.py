@@ -64,6 +64,54 @@ def _guard_filter(fn: Callable[..., Any], size_of: Callable[..., int]) -> Callab
     return guarded
 
 
+_WORD = re.compile(r"\w+(?:['\u2019.\-]\w+)*")  # apostrophes, dots and hyphens inside words
+MAX_SPANS = 5000
+"""Most candidate spans a span helper returns: bounds the schemas built from them."""
+
+
+def _span_positions(text: str, max_words: int) -> list[tuple[int, int]]:
+    words = [(m.start(), m.end()) for m in _WORD.finditer(str(text))]
+    positions = [(words[i][0], words[i + n - 1][1]) for i in range(len(words)) for n in range(1, max_words + 1)
+                 if i + n <= len(words)]  # fmt: skip
+    if len(positions) > MAX_SPANS:
+        raise SecurityError(f"text has {len(positions):,} candidate spans; the limit is {MAX_SPANS:,}")
+    return positions
+
+
+def spans(text: str, max_words: int = 3) -> list[str]:
+    """The ``spans`` filter: each distinct run of 1 to ``max_words`` words of ``text``, in order.
+
+    >>> spans("Ada met Charles.", 2)
+    ['Ada', 'Ada met', 'met', 'met Charles', 'Charles']
+    """
+    seen: dict[str, None] = {}
+    for start, end in _span_positions(text, max_words):
+        seen.setdefault(str(text)[start:end], None)
+    return list(seen)
+
+
+def span_schema(text: str, max_words: int = 3, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``span_schema`` filter: one object per span occurrence, its ``text``, ``start`` and ``end`` fixed.
+
+    Decoding under this schema can only name real spans of ``text`` with their
+    true character offsets; ``extra`` adds properties chosen freely
+    (``{"type": {"enum": ["PER", "LOC"]}}``).
+    """
+    extra = dict(extra or {})
+    options = []
+    for start, end in _span_positions(text, max_words):
+        properties = {"text": {"const": str(text)[start:end]}, **extra, "start": {"const": start},
+                      "end": {"const": end}}  # fmt: skip
+        options.append({"type": "object", "properties": properties, "required": list(properties),
+                        "additionalProperties": False})  # fmt: skip
+    return {"anyOf": options} if options else {"not": {}}
+
+
+def _words(text: Any) -> int:
+    """The ``words`` filter: how many words a text has (runs of non-space characters)."""
+    return len(str(text).split())
+
+
 def _text(value: Any) -> str:
     """The ``text`` filter: strings as they are, anything else as JSON."""
     if isinstance(value, str):
@@ -129,6 +177,9 @@ def environment(search_path: tuple[str, ...]) -> jinja2.Environment:
     )
     filters["format"] = _guard_filter(filters["format"], lambda s, *a, **k: _format_size(str(s)))
     filters["text"] = _text
+    filters["spans"] = spans
+    filters["span_schema"] = span_schema
+    filters["words"] = _words
     env.globals.pop("lipsum", None)  # lipsum(10**9) is a one-call memory bomb
     env.globals["range"] = _safe_range
     return env

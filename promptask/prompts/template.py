@@ -86,8 +86,11 @@ class PromptTemplate:
 
     def render(self, variables: Mapping[str, Any]) -> list[Message]:
         """Render into chat messages (see :mod:`promptask.prompts.messages`)."""
-        text = render_text(self._template, dict(variables))
-        return split_messages(text, template=self.origin)
+        return split_messages(self.render_text(variables), template=self.origin)
+
+    def render_text(self, variables: Mapping[str, Any]) -> str:
+        """Render into plain text."""
+        return render_text(self._template, dict(variables))
 
 
 def _digest(env: jinja2.Environment, source: str) -> str:

@@ -39,6 +39,7 @@ import yaml
 from pydantic import ConfigDict, Field, create_model
 
 from promptask.errors import TaskDefinitionError
+from promptask.tasks.dynamic import static_part
 from promptask.tasks.schema import camel_case, model_from_schema, parse_type, type_from_schema
 from promptask.tasks.task import Task
 
@@ -46,7 +47,7 @@ __all__ = ["load_task", "load_tasks", "task_from_mapping"]
 
 # Keys handed to Task unchanged; the others need reading first.
 _PASSTHROUGH = ("description", "system", "retries", "temperature", "max_tokens", "seed", "top_p", "format_instructions")
-_KEYS = {*_PASSTHROUGH, "name", "version", "inputs", "output", "template", "template_file", "examples"}
+_KEYS = {*_PASSTHROUGH, "name", "version", "inputs", "output", "template", "template_file", "examples", "checks"}
 _JSON_TYPE_NAMES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
@@ -165,20 +166,19 @@ def task_from_mapping(
         if isinstance(output, str):
             output_type: Any = parse_type(output, where="output")
         else:
-            output_type = model_from_schema(output, name=f"{camel}Output", where="output")
+            output_type = model_from_schema(static_part(output), name=f"{camel}Output", where="output")
     except TaskDefinitionError as exc:
         raise fail(str(exc), "output") from None
 
     template_file = data.get("template_file")
-    template_line = 0
-    if "template" in data and ("template",) in lines.block_scalars:
-        template_line = lines.of("template") or 0
-    elif "template" in data:
-        template_line = (lines.of("template") or 1) - 1
+    template_line = _block_offset(lines, "template") if "template" in data else 0
     search_path: list[Path] = []
     if base_dir is not None:
         search_path = [base_dir, base_dir.parent / "prompts"]
     options = {k: data[k] for k in _PASSTHROUGH if k in data}
+    if "checks" in data:
+        options["checks"] = data["checks"]
+        options["checks_line"] = _block_offset(lines, "checks")
     if "version" in data:
         options["version"] = str(data["version"])
     try:
@@ -189,6 +189,7 @@ def task_from_mapping(
             template=data.get("template"),
             template_file=template_file,
             examples=data.get("examples") or (),
+            output_schema=output if isinstance(output, Mapping) else None,
             search_path=search_path,
             source=source,
             template_line=template_line,
@@ -198,6 +199,12 @@ def task_from_mapping(
         if exc.line is not None:
             raise
         raise fail(exc.message, *exc.path) from None
+
+
+def _block_offset(lines: _Lines, key: str) -> int:
+    """How many lines before a key's text starts: error lines inside it then point into the file."""
+    line = lines.of(key) or 1
+    return line if (key,) in lines.block_scalars else line - 1
 
 
 def _input_field(spec: Any, model_name: str, fail: Any, path: tuple[Any, ...]) -> tuple[Any, Any]:

@@ -37,6 +37,7 @@ from promptask.backends.base import (
 from promptask.cache import CacheMode, ResultCache, cache_key
 from promptask.config import CacheSetting, resolve_cache
 from promptask.errors import BackendError, OutputValidationError, PromptaskError
+from promptask.tasks.dynamic import schema_digest
 from promptask.tasks.parsing import extract_json
 from promptask.tasks.result import Attempt, TaskResult
 
@@ -61,10 +62,11 @@ def call_loop(
     """The data path of one call; see the module docstring."""
     started = time.perf_counter()
     messages = task.messages_for(inputs)
+    schema = task.request_schema(inputs)
     key = None
     if cache is not None and info.fingerprint is not None:
         key = cache_key(
-            task_digest=task.digest,
+            task_digest=task.digest if schema is task.schema else f"{task.digest}:{schema_digest(schema)}",
             messages=messages,
             sampling=task.sampling,
             backend_fingerprint=info.fingerprint,
@@ -80,7 +82,7 @@ def call_loop(
     usage = Usage()
     lenient = info.schema_enforcement is SchemaEnforcement.NONE
     for _ in range(task.retries + 1):
-        generation = yield GenerationRequest(tuple(conversation), task.schema, task.sampling)
+        generation = yield GenerationRequest(tuple(conversation), schema, task.sampling)
         usage += generation.usage
         try:
             model, value = task.check_output(extract_json(generation.text, lenient=lenient), inputs)

@@ -359,7 +359,7 @@ def json_schema(model: type[BaseModel]) -> dict[str, Any]:
     output model would ignore extra keys anyway; forbidding them keeps a
     constrained model from inventing keys and spending its token budget on them.
     """
-    schema = _tidy(model.model_json_schema(by_alias=True))
+    schema = tidy(model.model_json_schema(by_alias=True))
     assert isinstance(schema, dict)
     return schema
 
@@ -368,10 +368,10 @@ _SCHEMA_MAPS = frozenset({"properties", "$defs", "definitions", "patternProperti
 _DATA_KEYS = frozenset({"default", "const", "enum", "examples"})
 
 
-def _tidy(node: Any) -> Any:
+def tidy(node: Any) -> Any:
     """Drop auto-generated titles and close objects that list their properties, in one pass."""
     if isinstance(node, list):
-        return [_tidy(item) for item in node]
+        return [tidy(item) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
@@ -379,11 +379,11 @@ def _tidy(node: Any) -> Any:
         if key == "title" and isinstance(value, str):
             continue
         if key in _SCHEMA_MAPS and isinstance(value, dict):
-            out[key] = {name: _tidy(sub) for name, sub in value.items()}
+            out[key] = {name: tidy(sub) for name, sub in value.items()}
         elif key in _DATA_KEYS:
             out[key] = value
         else:
-            out[key] = _tidy(value)
+            out[key] = tidy(value)
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out

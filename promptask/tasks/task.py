@@ -34,6 +34,7 @@ from promptask.config import CacheSetting, resolve_default_backend
 from promptask.errors import InputValidationError, PromptaskError, TaskDefinitionError, TemplateError
 from promptask.progress import Progress
 from promptask.prompts.template import PromptTemplate
+from promptask.tasks.dynamic import DynamicSchema, has_evals
 from promptask.tasks.result import TaskResult, to_jsonable
 from promptask.tasks.schema import ANSWER_FIELD, json_schema, output_model_for
 
@@ -83,6 +84,11 @@ class Task(Generic[P, R]):
         backend: this task's default backend (object or URI).
         temperature, max_tokens, seed, top_p: sampling defaults.
         validators: ``fn(output, inputs)`` checks beyond the schema.
+        checks: a Jinja template rendered with the inputs and ``output`` (as JSON
+            data) after validation; any text it renders is an error, shown to the
+            model, which tries again.
+        output_schema: the output JSON Schema with per-call values (``$eval``,
+            see :mod:`promptask.tasks.dynamic`); ``output_type`` is its static part.
         format_instructions: append the output schema to the system message;
             by default on, unless the template uses ``output_schema`` or
             ``format_instructions`` itself.
@@ -109,10 +115,13 @@ class Task(Generic[P, R]):
         seed: int | None = 0,
         top_p: float = 1.0,
         validators: Sequence[Validator] = (),
+        checks: str | None = None,
+        output_schema: Mapping[str, Any] | None = None,
         format_instructions: bool | None = None,
         search_path: Sequence[str | Path] = (),
         source: str | None = None,
         template_line: int = 0,
+        checks_line: int = 0,
     ) -> None:
         self._spec = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         where = source or f"task {name!r}"
@@ -159,6 +168,17 @@ class Task(Generic[P, R]):
         if format_instructions is None:
             format_instructions = not ({"output_schema", "format_instructions"} & self.template.variables)
         self.format_instructions = format_instructions
+        self._checks = (
+            PromptTemplate.from_string(checks, search_path=dirs, origin=source or "<checks>", line_offset=checks_line)
+            if checks
+            else None
+        )
+        self._dynamic = None
+        if output_schema is not None and has_evals(output_schema):
+            try:
+                self._dynamic = DynamicSchema(output_schema, search_path=self.template.search_path)
+            except TaskDefinitionError as exc:
+                raise TaskDefinitionError(exc.message, source=source, path=("output",)) from None
 
         self._example_turns = tuple(self._example_messages(examples, where))
         self.digest = self._compute_digest()
@@ -363,8 +383,14 @@ class Task(Generic[P, R]):
             raise TemplateError(f"task {self.name!r}: the template rendered no user message")
         return (*self._system(rendered), *self._example_turns, *turns)
 
+    def request_schema(self, inputs: BaseModel) -> Mapping[str, Any]:
+        """The JSON Schema decoding must follow for these inputs (per call when it has ``$eval`` values)."""
+        if self._dynamic is None:
+            return self.schema
+        return self._dynamic.resolve(self._variables(inputs))
+
     def check_output(self, data: Any, inputs: BaseModel) -> tuple[BaseModel, R]:
-        """Validate parsed JSON with the output model and the task's validators.
+        """Validate parsed JSON with the output model, the task's validators and its checks.
 
         Raises ``ValueError`` with a message meant for the model.
         """
@@ -380,6 +406,11 @@ class Task(Generic[P, R]):
                     validator(value, values)
                 except (ValueError, AssertionError) as exc:
                     raise ValueError(str(exc) or f"rejected by {_qualname(validator)}") from None
+        if self._checks is not None:
+            variables = {**self._variables(inputs), "output": model.model_dump(mode="json", by_alias=True)}
+            problem = self._checks.render_text(variables).strip()
+            if problem:
+                raise ValueError(" ".join(problem.split()))
         return model, value
 
     def _variables(self, inputs: BaseModel) -> dict[str, Any]:
@@ -441,6 +472,8 @@ class Task(Generic[P, R]):
                 "examples": [m.to_dict() for m in self._example_turns],
                 "format_instructions": self.format_instructions,
                 "validators": [_qualname(v) for v in self.validators],
+                "checks": self._checks.digest if self._checks is not None else None,
+                "dynamic": self._dynamic.source if self._dynamic is not None else None,
             },
             sort_keys=True,
             ensure_ascii=False,
