@@ -246,8 +246,9 @@ class _SchemaCompiler:
             fields[prop if _plain_identifier(prop) else f"field_{i}"] = (tp, Field(default, **info))
         closed = schema.get("additionalProperties", True) is False
         config = ConfigDict(**_MODEL_CONFIG, extra="forbid" if closed else "ignore")
+        own_title = schema.get("title")
         model: Any = create_model(
-            camel_case(title, suffix="") or self.name,
+            own_title if isinstance(own_title, str) else (camel_case(title, suffix="") or self.name),
             __config__=config,
             __doc__=schema.get("description"),
             **fields,
