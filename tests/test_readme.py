@@ -52,7 +52,9 @@ def minimal_instance(schema: dict[str, Any], root: dict[str, Any]) -> Any:
     return {"string": "x", "integer": 0, "number": 0.0, "boolean": True}.get(str(kind))
 
 
-def test_python_examples_run_in_order() -> None:
+def test_python_examples_run_in_order(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.chdir(tmp_path)  # the examples write files
+
     def schema_valid(request: GenerationRequest) -> dict[str, Any]:
         assert request.schema is not None
         return minimal_instance(dict(request.schema), dict(request.schema))
