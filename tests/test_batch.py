@@ -150,3 +150,30 @@ def test_kill_9_mid_batch_then_rerun_gives_each_row_exactly_once(tmp_path: Path)
     assert [r["id"] for r in records] == [f"r{i}" for i in range(rows)]
     assert all(r["output"]["label"] in {"positive", "negative", "neutral"} for r in records)
     assert f"{rows - written} done (0 cached, {written} already in the output)" in second.stderr
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_redrawn_bar_on_a_terminal_and_lines_elsewhere() -> None:
+    from promptask.progress import Progress
+
+    terminal = FakeTerminal()
+    bar = Progress(4, label="t", stream=terminal, interval_s=0)
+    for ok in (True, False, True, True):
+        bar.advance(ok=ok)
+    bar.close()
+    drawn = terminal.getvalue()
+    assert drawn.count("\r\x1b[K") == 5  # redrawn in place: four rows and the final state
+    assert "[" + "#" * 6 + "." * 18 + "]" in drawn and "[" + "#" * 24 + "]" in drawn  # a quarter, then full
+    assert "t: 4/4 rows" in drawn and "1 failed" in drawn and drawn.endswith("\n")
+    assert "ETA" in drawn.split("\r")[2]
+
+    log = io.StringIO()
+    lines = Progress(2, label="t", stream=log, interval_s=0)
+    lines.advance(ok=True)
+    lines.advance(ok=True)
+    lines.close()
+    assert "\r" not in log.getvalue() and log.getvalue().splitlines()[-1].startswith("t: 2/2 rows")

@@ -119,3 +119,14 @@ def test_cli_batch_with_constant_inputs(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [(r["id"], r["output"]["labels"]) for r in records] == [("1", ["sport"]), ("2", ["sport"])]
     assert "classify: 2 rows: 2 done" in run.stderr
+
+
+def test_classify_multi_label_allows_several_given_labels() -> None:
+    backend = ScriptedBackend([{"labels": ["a", "c"]}])
+    result = promptask.tasks.classify("t", ["a", "b", "c"], multi_label=True, backend=backend, cache=False)
+    assert result.labels == ["a", "c"]
+    assert backend.requests[0].schema["properties"]["labels"]["maxItems"] == 3
+    with pytest.raises(OutputValidationError, match="Give exactly one label"):
+        promptask.tasks.classify.with_options(retries=0).run(
+            "t", ["a", "b", "c"], backend=ScriptedBackend([{"labels": ["a", "c"]}]), cache=False
+        )
