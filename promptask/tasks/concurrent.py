@@ -11,10 +11,12 @@ from collections.abc import Generator, Hashable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import BaseModel
+
 from promptask.backends.base import Backend
 from promptask.config import CacheSetting
 from promptask.errors import PromptaskError
-from promptask.tasks.loop import run_sync
+from promptask.tasks.loop import run_lockstep, run_sync
 from promptask.tasks.result import TaskResult
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ def run_many(
     backend: Backend,
     *,
     concurrency: int = 1,
+    batch_size: int = 1,
     cache: CacheSetting | None = None,
 ) -> Generator[tuple[K, TaskResult[R] | PromptaskError], None, None]:
     """Run ``task`` on each ``(key, inputs)``; yield ``(key, result or error)`` as each finishes.
@@ -40,8 +43,12 @@ def run_many(
     Input errors and failed runs are yielded, not raised, so one bad row never
     stops the others.  At most ``concurrency`` calls run at once and at most
     twice that many are queued, so an endless iterable is fine.  Closing the
-    iterator early cancels what has not started.
+    iterator early cancels what has not started.  With ``batch_size`` > 1 (for
+    a backend with ``generate_batch``), rows go to the backend that many at a time.
     """
+    if batch_size > 1:
+        yield from _batches(task, items, backend, batch_size, cache)
+        return
 
     def one(key: K, row: Mapping[str, Any]) -> tuple[K, TaskResult[R] | PromptaskError]:
         try:
@@ -69,3 +76,23 @@ def run_many(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _batches(
+    task: Task[Any, R],
+    items: Iterable[tuple[K, Mapping[str, Any]]],
+    backend: Backend,
+    batch_size: int,
+    cache: CacheSetting | None,
+) -> Generator[tuple[K, TaskResult[R] | PromptaskError], None, None]:
+    chunk: list[tuple[K, BaseModel]] = []
+    for key, row in items:
+        try:
+            chunk.append((key, task.validate_inputs((), dict(row), row_label=f"row {key}")))
+        except PromptaskError as exc:
+            yield key, exc
+        if len(chunk) == batch_size:
+            yield from run_lockstep(task, chunk, backend, cache)
+            chunk = []
+    if chunk:
+        yield from run_lockstep(task, chunk, backend, cache)

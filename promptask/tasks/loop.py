@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from pydantic import BaseModel
 
@@ -44,9 +44,10 @@ from promptask.tasks.result import Attempt, TaskResult
 if TYPE_CHECKING:
     from promptask.tasks.task import Task
 
-__all__ = ["call_loop", "run_async", "run_sync"]
+__all__ = ["call_loop", "run_async", "run_lockstep", "run_sync"]
 
 R = TypeVar("R")
+K = TypeVar("K", bound=Hashable)
 CallLoop = Generator[GenerationRequest, Generation, TaskResult[R]]
 
 RETRY_MESSAGE = "That answer was rejected: {error}. Reply again with only the corrected JSON object."
@@ -195,3 +196,49 @@ async def run_async(
     except StopIteration as done:
         result: TaskResult[R] = done.value
         return result
+
+
+def run_lockstep(
+    task: Task[Any, R],
+    items: Sequence[tuple[K, BaseModel]],
+    backend: Backend,
+    cache_setting: CacheSetting | None = None,
+) -> list[tuple[K, TaskResult[R] | PromptaskError]]:
+    """Drive one :func:`call_loop` per item together, one ``backend.generate_batch`` call per step.
+
+    Cache hits finish at once; rows that need a retry go into the next batch with
+    the rows still on their first attempt.  A failed batch fails each row in it.
+    """
+    info = describe(backend)
+    cache, mode = resolve_cache(cache_setting)
+    generate_batch: Callable[[list[GenerationRequest]], Sequence[Generation]] = cast(Any, backend).generate_batch
+    loops: dict[K, CallLoop[R]] = {}
+    pending: dict[K, GenerationRequest] = {}
+    results: dict[K, TaskResult[R] | PromptaskError] = {}
+
+    def advance(key: K, generation: Generation | None) -> None:
+        loop = loops[key]
+        try:
+            pending[key] = next(loop) if generation is None else loop.send(_checked(generation, info))
+        except StopIteration as done:
+            results[key] = done.value
+        except PromptaskError as exc:
+            results[key] = exc
+
+    for key, inputs in items:
+        loops[key] = call_loop(task, inputs, info, cache, mode)
+        advance(key, None)
+    while pending:
+        keys, batch = list(pending), list(pending.values())
+        pending.clear()
+        try:
+            with _backend_call(info):
+                generations = list(generate_batch(batch))
+            if len(generations) != len(batch):
+                raise BackendError(f"backend {info.name} returned {len(generations)} generations for {len(batch)}")
+        except PromptaskError as exc:
+            results.update(dict.fromkeys(keys, exc))
+            continue
+        for key, generation in zip(keys, generations, strict=True):
+            advance(key, generation)
+    return [(key, results[key]) for key, _ in items]

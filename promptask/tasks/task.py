@@ -252,6 +252,7 @@ class Task(Generic[P, R]):
         *,
         backend: Backend | str | None = ...,
         concurrency: int | None = ...,
+        batch_size: int | None = ...,
         progress: bool = ...,
         cache: CacheSetting | None = ...,
         on_error: Literal["raise"] = ...,
@@ -264,6 +265,7 @@ class Task(Generic[P, R]):
         *,
         backend: Backend | str | None = ...,
         concurrency: int | None = ...,
+        batch_size: int | None = ...,
         progress: bool = ...,
         cache: CacheSetting | None = ...,
         on_error: Literal["return"],
@@ -275,6 +277,7 @@ class Task(Generic[P, R]):
         *,
         backend: Backend | str | None = None,
         concurrency: int | None = None,
+        batch_size: int | None = None,
         progress: bool = False,
         cache: CacheSetting | None = None,
         on_error: Literal["raise", "return"] = "raise",
@@ -284,6 +287,8 @@ class Task(Generic[P, R]):
         Args:
             inputs: one mapping of input name to value per call.
             concurrency: calls in flight at once (default: what the backend suggests).
+            batch_size: rows per batch, for backends that generate in batches
+                (default: the backend's ``batch_size``).
             progress: show progress on standard error.
             on_error: ``"raise"`` validates every row first, then raises the
                 first failure; ``"return"`` puts the error in that row's place.
@@ -298,7 +303,8 @@ class Task(Generic[P, R]):
         results: list[TaskResult[R] | PromptaskError | None] = [None] * len(rows)
         meter = Progress(len(rows), label=self.name, enabled=progress)
         try:
-            for i, outcome in self.stream(rows, backend=backend, concurrency=concurrency, cache=cache):
+            outcomes = self.stream(rows, backend=backend, concurrency=concurrency, batch_size=batch_size, cache=cache)
+            for i, outcome in outcomes:
                 meter.advance(ok=isinstance(outcome, TaskResult))
                 if isinstance(outcome, PromptaskError) and on_error == "raise":
                     raise outcome
@@ -313,6 +319,7 @@ class Task(Generic[P, R]):
         *,
         backend: Backend | str | None = None,
         concurrency: int | None = None,
+        batch_size: int | None = None,
         cache: CacheSetting | None = None,
     ) -> Generator[tuple[int, TaskResult[R] | PromptaskError], None, None]:
         """Run the task over an iterable of inputs, yielding ``(index, result or error)`` as each finishes.
@@ -335,8 +342,10 @@ class Task(Generic[P, R]):
         from promptask.tasks.concurrent import run_many
 
         chosen = self.resolve_backend(backend)
-        workers = max(1, concurrency or describe(chosen).concurrency)
-        return run_many(self, enumerate(inputs), chosen, concurrency=workers, cache=cache)
+        info = describe(chosen)
+        workers = max(1, concurrency or info.concurrency)
+        batch = max(1, batch_size or info.batch_size) if info.batch_size > 1 or batch_size else 1
+        return run_many(self, enumerate(inputs), chosen, concurrency=workers, batch_size=batch, cache=cache)
 
     # ------------------------------------------------------------------ internals
 

