@@ -35,7 +35,9 @@ from promptask.errors import BackendError, ConfigurationError
 try:
     import torch
     import transformers
-except ImportError as exc:  # pragma: no cover - exercised through the registry's message
+except ImportError as exc:
+    if (exc.name or "").startswith("promptask"):
+        raise  # not a missing dependency
     raise ConfigurationError(
         f"the transformers backend needs {exc.name}: pip install 'promptask[transformers]' "
         "(CPU: pip install torch==2.13.0 first, or pip takes a large CUDA build)"
@@ -131,13 +133,45 @@ class _Loaded:
             text = self.tokenizer.apply_chat_template(fold_system(chat), add_generation_prompt=True, tokenize=False)
         return str(text)
 
+    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any]:
+        """Evaluate the prompts; returns the model's output and the attention mask.
+
+        The rows' longest common prefix (a task's system text and examples) is
+        evaluated once and its KV cache copied to every row; each row's own
+        suffix follows, left-padded behind it.
+        """
+        device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
+        rows = len(prompts)
+        shared = 0
+        if rows > 1:
+            shortest = min(len(p) for p in prompts) - 1  # every row keeps at least one token of its own
+            while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
+                shared += 1
+        cache = None
+        if shared >= 16:
+            prefix = torch.tensor([prompts[0][:shared]], device=device)
+            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(rows)
+        else:
+            shared = 0
+        width = max(len(p) - shared for p in prompts)
+        ids = torch.full((rows, width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((rows, shared + width), dtype=torch.long, device=device)
+        mask[:, :shared] = 1
+        for i, prompt in enumerate(prompts):
+            suffix = prompt[shared:]
+            ids[i, width - len(suffix) :] = torch.tensor(suffix, device=device)
+            mask[i, shared + width - len(suffix) :] = 1
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                            use_cache=True)  # fmt: skip
+        return output, mask
+
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         tokenizer, device = self.tokenizer, self.spec.device
-        encoded = tokenizer([self.prompt(r.messages) for r in requests], return_tensors="pt", padding=True,
-                            add_special_tokens=False)  # fmt: skip
-        ids, mask = encoded["input_ids"].to(device), encoded["attention_mask"].to(device)
-        lengths = [int(n) for n in mask.sum(dim=1)]
+        prompts = [tokenizer(self.prompt(r.messages), add_special_tokens=False)["input_ids"] for r in requests]
+        lengths = [len(p) for p in prompts]
         for n in lengths:
             if n >= self.max_context:
                 raise BackendError(
@@ -154,8 +188,7 @@ class _Loaded:
         done = [False] * rows
         pad = int(tokenizer.pad_token_id)
 
-        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        step, mask = self._prefill(prompts)
         while True:
             logits = step.logits[:, -1, :].float().cpu().numpy()
             chosen = []
