@@ -21,8 +21,7 @@ import json
 import keyword
 import re
 from collections.abc import Mapping
-from enum import Enum
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
@@ -388,12 +387,3 @@ def tidy(node: Any) -> Any:
     if "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     return out
-
-
-def enum_values(tp: Any) -> list[Any] | None:
-    """The allowed values of a ``Literal`` or ``Enum`` type, else ``None``."""
-    if get_origin(tp) is Literal:
-        return list(get_args(tp))
-    if isinstance(tp, type) and issubclass(tp, Enum):
-        return [member.value for member in tp]
-    return None
