@@ -14,7 +14,7 @@ import promptask
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     cache_dir = tmp_path / "cache"
     monkeypatch.setenv("PROMPTASK_CACHE_DIR", str(cache_dir))
-    for name in ("PROMPTASK_BACKEND", "PROMPTASK_CACHE", "PROMPTASK_DEBUG"):
+    for name in ("PROMPTASK_BACKEND", "PROMPTASK_CACHE", "PROMPTASK_DEBUG", "PROMPTASK_API_KEY", "OPENAI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     promptask.config.reset()
     yield cache_dir

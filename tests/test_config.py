@@ -49,7 +49,7 @@ def test_uris_resolve_once_per_process() -> None:
     ("spec", "message"),
     [
         ("nonsense", "not a URI"),
-        ("warp:drive", "unknown backend scheme 'warp:'; known schemes: hf:, llamacpp:, scripted:"),
+        ("warp:drive", "unknown backend scheme 'warp:'; known schemes: hf:, llamacpp:, openai:, scripted:"),
         (42, "int is not a backend"),
     ],
 )

@@ -16,6 +16,7 @@ from promptask.backends import GenerationRequest, ScriptedBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+SERVER_URL = "http://127.0.0.1:8080/v1"  # where the README's server examples expect a server
 
 
 def test_ci_runs_the_readme_test_command_verbatim() -> None:
@@ -64,6 +65,8 @@ def test_python_examples_run_in_order(tmp_path: Path, monkeypatch: Any) -> None:
     blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
     assert len(blocks) >= 4
     for block in blocks:
+        if SERVER_URL in block:
+            continue  # needs a running server: tests/test_openai.py runs it against one
         exec(compile(block, "README.md", "exec", dont_inherit=True), namespace)
     assert namespace["label"] == "positive"
     assert namespace["routed"].team == "web"

@@ -51,6 +51,24 @@ def test_batched_map_equals_unbatched_greedy_results(backend: Any) -> None:
     assert [r.raw for r in batched] == [r.raw for r in single]
 
 
+def test_finished_rows_make_room_for_waiting_requests(backend: Any) -> None:
+    """Continuous batching: 6 requests through 2 rows, lengths 3 to 18 tokens, each as if alone."""
+    from promptask.backends import GenerationRequest, Message, Sampling
+
+    story = {"type": "object", "properties": {"story": {"type": "string", "minLength": 200}}, "required": ["story"],
+             "additionalProperties": False}  # fmt: skip
+    requests = [
+        GenerationRequest(
+            (Message("user", f"Tell a story about {topic}."),), story if i % 2 else None, Sampling(max_tokens=3 + 3 * i)
+        )
+        for i, topic in enumerate(["cats", "the sea", "a tall tower with many rooms", "rain", "maps", "bread"])
+    ]
+    batched = backend.generate_batch(requests, batch_size=2)
+    alone = [backend.generate(request) for request in requests]
+    assert [g.usage.completion_tokens for g in batched] == [3, 6, 9, 12, 15, 18]
+    assert [g.text for g in batched] == [g.text for g in alone]
+
+
 def test_rows_with_their_own_schemas_finish_independently(backend: Any) -> None:
     from promptask.backends import GenerationRequest, Message, Sampling
 

@@ -24,9 +24,10 @@ Optional capabilities (see :func:`describe`):
     A coroutine; used by ``Task.arun`` instead of running ``generate`` in a thread.
 ``concurrency``
     How many requests ``Task.map`` should keep in flight by default.
-``generate_batch(requests)`` and ``batch_size``
-    Generate for several requests in one go; ``Task.map`` then sends
-    ``batch_size`` rows at a time instead of one.
+``generate_batch(requests, batch_size)`` and ``batch_size``
+    Generate for several requests in one go, decoding up to ``batch_size``
+    of them together (``batch_size`` is the default).  ``Task.map`` then hands
+    the backend a few batches' worth of rows at a time instead of one.
 """
 
 from __future__ import annotations
@@ -133,12 +134,15 @@ class Generation:
     ``finish_reason`` is ``"stop"`` for a finished answer and ``"length"`` when
     the token limit cut it off.  ``timings`` holds backend-specific durations in
     seconds (for example ``{"prompt_s": 0.1, "decode_s": 0.4}``).
+    ``schema_enforcement`` says how this answer was held to the schema, when
+    that can differ from the backend's usual way (a server that fell back).
     """
 
     text: str
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     timings: Mapping[str, float] = field(default_factory=dict)
+    schema_enforcement: SchemaEnforcement | None = None
 
 
 class SchemaEnforcement(str, enum.Enum):
@@ -148,6 +152,8 @@ class SchemaEnforcement(str, enum.Enum):
     """Decoding is constrained token by token: output always matches the schema."""
     SERVER = "server"
     """The schema is sent to a server (``response_format``), which enforces it."""
+    JSON = "json"
+    """The server promises JSON (JSON mode) but not the schema; promptask validates and retries."""
     NONE = "none"
     """Nothing enforces it; promptask parses, validates and retries."""
 

@@ -20,9 +20,10 @@ error state instead, which is checked here and raised as
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import llguidance
@@ -32,7 +33,7 @@ import numpy.typing as npt
 from promptask.backends.base import Sampling
 from promptask.errors import BackendError
 
-__all__ = ["SchemaConstraints", "TokenConstraint", "choose_token"]
+__all__ = ["SchemaConstraints", "TokenConstraint", "choose_token", "fill_masks"]
 
 COMPILE_OPTIONS: Any = {"whitespace_flexible": False, "lenient": True}
 
@@ -72,6 +73,33 @@ class TokenConstraint:
     def _check(self) -> None:
         if self._matcher.is_error():
             raise BackendError(f"schema constraint failed: {self._matcher.get_error()}")
+
+
+_executor: llguidance.LLExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def fill_masks(rows: Sequence[tuple[TokenConstraint, int]], bitmask: npt.NDArray[np.int32]) -> None:
+    """Compute several constraints' masks at once, in parallel, into rows of ``bitmask``.
+
+    ``rows`` pairs each constraint with its row; ``bitmask`` is C-contiguous,
+    one row of ``(n_vocab + 31) // 32`` words per batch row, bit ``t`` set
+    where token ``t`` is allowed.
+    """
+    global _executor
+    if not rows:
+        return
+    with _executor_lock:
+        if _executor is None:
+            _executor = llguidance.LLExecutor(num_threads=os.cpu_count() or 1)
+    if bitmask.dtype != np.int32 or bitmask.ndim != 2 or not bitmask.flags["C_CONTIGUOUS"]:
+        raise ValueError("bitmask must be a C-contiguous 2-D int32 array")  # it is written through a raw pointer
+    if any(not 0 <= row < bitmask.shape[0] for _, row in rows):
+        raise ValueError("a row index is outside the bitmask")
+    pairs = [(constraint._matcher, row) for constraint, row in rows]
+    _executor.unsafe_compute_mask_ptr(pairs, bitmask.ctypes.data, bitmask.shape[1] * 4, bitmask.shape[0])
+    for constraint, _ in rows:
+        constraint._check()
 
 
 class SchemaConstraints:

@@ -27,6 +27,7 @@ _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "scripted": ("promptask.backends.scripted", "from_uri", None),
     "llamacpp": ("promptask.backends.llamacpp", "from_uri", "llamacpp"),
     "hf": ("promptask.backends.transformers", "from_uri", "transformers"),
+    "openai": ("promptask.backends.openai", "from_uri", None),
 }
 _factories: dict[str, BackendFactory] = {}
 _instances: dict[str, Backend] = {}

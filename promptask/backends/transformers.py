@@ -17,18 +17,21 @@ top-p sampling otherwise.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from promptask.backends.base import Generation, GenerationRequest, Message, SchemaEnforcement, Usage
-from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
+from promptask.backends.base import Generation, GenerationRequest, Message, Sampling, SchemaEnforcement, Usage
+from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token, fill_masks
 from promptask.backends.local import default_model_path, file_digest, fold_system
 from promptask.errors import BackendError, ConfigurationError
 
@@ -133,27 +136,33 @@ class _Loaded:
             text = self.tokenizer.apply_chat_template(fold_system(chat), add_generation_prompt=True, tokenize=False)
         return str(text)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Any, Any]:
-        """Evaluate the prompts; returns the model's output and the attention mask.
+    def _prefill(self, prompts: list[list[int]], prefix: _Prefix | None) -> tuple[Any, Any, _Prefix | None]:
+        """Evaluate new rows' prompts: the model's output, the attention mask, and the shared prefix.
 
-        The rows' longest common prefix (a task's system text and examples) is
-        evaluated once and its KV cache copied to every row; each row's own
-        suffix follows, left-padded behind it.
+        A prompt prefix shared by the rows (a task's system text and examples)
+        is evaluated once and its KV cache copied to every row; each row's own
+        suffix follows, left-padded behind it.  ``prefix`` is one evaluated
+        earlier in this batch, reused when every new prompt starts with it.
         """
         device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
         rows = len(prompts)
-        shared = 0
-        if rows > 1:
-            shortest = min(len(p) for p in prompts) - 1  # every row keeps at least one token of its own
-            while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
-                shared += 1
-        cache = None
-        if shared >= 16:
-            prefix = torch.tensor([prompts[0][:shared]], device=device)
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
-            cache.batch_repeat_interleave(rows)
-        else:
+        if prefix is None or not all(len(p) > len(prefix.tokens) and p[: len(prefix.tokens)] == prefix.tokens
+                                     for p in prompts):  # fmt: skip
+            prefix = None
             shared = 0
+            if rows > 1:
+                shortest = min(len(p) for p in prompts) - 1  # every row keeps at least one token of its own
+                while shared < shortest and all(p[shared] == prompts[0][shared] for p in prompts):
+                    shared += 1
+            if shared >= _MIN_SHARED:
+                tokens = prompts[0][:shared]
+                kv = self.model(input_ids=torch.tensor([tokens], device=device), use_cache=True).past_key_values
+                prefix = _Prefix(tokens, kv)
+        shared = len(prefix.tokens) if prefix is not None else 0
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix.cache)
+            cache.batch_repeat_interleave(rows)
         width = max(len(p) - shared for p in prompts)
         ids = torch.full((rows, width), pad, dtype=torch.long, device=device)
         mask = torch.zeros((rows, shared + width), dtype=torch.long, device=device)
@@ -165,10 +174,42 @@ class _Loaded:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
         output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True)  # fmt: skip
-        return output, mask
+        return output, mask, prefix
+
+    def _choose(
+        self,
+        logits: Any,
+        constraints: list[TokenConstraint | None],
+        samplings: list[Sampling],
+        rngs: list[np.random.Generator | None],
+    ) -> list[int]:
+        """The next token of every row: masks filled in parallel, greedy rows in one argmax."""
+        logits = logits.float()
+        allowed: npt.NDArray[np.bool_] | None = None
+        constrained = [(c, row) for row, c in enumerate(constraints) if c is not None]
+        if constrained:
+            n_vocab = logits.shape[1]
+            bitmask = np.full((len(constraints), (n_vocab + 31) // 32), -1, dtype=np.int32)
+            fill_masks(constrained, bitmask)
+            allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, count=n_vocab, bitorder="little").view(np.bool_)
+            if not allowed.any(axis=1).all():
+                raise BackendError("schema constraint allows no token at this point")
+            logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
+        chosen: list[int] = logits.argmax(dim=-1).tolist()
+        for row, rng in enumerate(rngs):
+            if rng is not None:
+                row_allowed = allowed[row] if allowed is not None and constraints[row] is not None else None
+                chosen[row] = choose_token(logits[row].cpu().numpy(), row_allowed, samplings[row], rng)
+        return chosen
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], batch_size: int) -> list[Generation]:
+        """Generate for every request, at most ``batch_size`` rows at a time.
+
+        Continuous batching: when a row finishes, the next waiting request is
+        prefilled and joins the running batch at the following step, so the
+        batch stays full instead of waiting for its longest row.
+        """
         tokenizer, device = self.tokenizer, self.spec.device
         prompts = [tokenizer(self.prompt(r.messages), add_special_tokens=False)["input_ids"] for r in requests]
         lengths = [len(p) for p in prompts]
@@ -177,47 +218,61 @@ class _Loaded:
                 raise BackendError(
                     f"the prompt is {n} tokens but the model's context holds {self.max_context}; shorten the input"
                 )
-        rows = len(requests)
         limits = [min(r.sampling.max_tokens, self.max_context - n) for r, n in zip(requests, lengths, strict=True)]
         constraints: list[TokenConstraint | None] = [
             self.constraints.start(r.schema) if r.schema is not None else None for r in requests
         ]
         rngs = [np.random.default_rng(r.sampling.seed) if r.sampling.temperature > 0 else None for r in requests]
-        outputs: list[list[int]] = [[] for _ in range(rows)]
-        finish = ["length"] * rows
-        done = [False] * rows
-        pad = int(tokenizer.pad_token_id)
+        outputs: list[list[int]] = [[] for _ in requests]
+        finish = ["length"] * len(requests)
 
-        step, mask = self._prefill(prompts)
+        waiting = deque(range(len(requests)))
+        active: list[int] = []  # the request behind each row of the running batch
+        cache: Any = None
+        mask = logits = torch.empty(0)
+        prefix: _Prefix | None = None
         while True:
-            logits = step.logits[:, -1, :].float().cpu().numpy()
-            chosen = []
-            for i in range(rows):
-                if done[i]:
-                    chosen.append(pad)
-                    continue
-                constraint = constraints[i]
-                token = choose_token(logits[i], constraint.allowed() if constraint else None, requests[i].sampling,
-                                     rngs[i])  # fmt: skip
+            if waiting and len(active) < batch_size and (not active or _reshapeable(cache)):  # fill free rows
+                joining = [waiting.popleft() for _ in range(min(batch_size - len(active), len(waiting)))]
+                step, new_mask, prefix = self._prefill([prompts[i] for i in joining], prefix)
+                if active:
+                    mask = _join_rows(cache, mask, step.past_key_values, new_mask)
+                    logits = torch.cat([logits, step.logits[:, -1, :]])
+                else:
+                    cache, mask, logits = step.past_key_values, new_mask, step.logits[:, -1, :]
+                active += joining
+            chosen = self._choose(logits, [constraints[i] for i in active], [requests[i].sampling for i in active],
+                                  [rngs[i] for i in active])  # fmt: skip
+            keep: list[int] = []  # rows still generating
+            for row, (i, token) in enumerate(zip(active, chosen, strict=True)):
                 if token in self.stop_ids:
-                    done[i], finish[i] = True, "stop"
-                    chosen.append(pad)
+                    finish[i] = "stop"
                     continue
                 outputs[i].append(token)
+                constraint = constraints[i]
                 if constraint is not None:
                     constraint.consume(token)
                     if constraint.finished():
-                        done[i], finish[i] = True, "stop"
-                if len(outputs[i]) >= limits[i]:
-                    done[i] = True
-                chosen.append(token)
-            if all(done):
+                        finish[i] = "stop"
+                        continue
+                if len(outputs[i]) < limits[i]:
+                    keep.append(row)
+            if not keep:
+                active, cache = [], None
+                if waiting:
+                    continue
                 break
-            mask = torch.cat([mask, torch.ones((rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            if len(keep) < len(active):  # finished rows leave the batch
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask = _trim_padding(cache, mask[index]) if _reshapeable(cache) else mask[index]
+                active = [active[row] for row in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = mask.sum(dim=1, keepdim=True) - 1
-            next_ids = torch.tensor(chosen, device=device).unsqueeze(1)
+            next_ids = torch.tensor([[outputs[i][-1]] for i in active], device=device)
             step = self.model(input_ids=next_ids, attention_mask=mask, position_ids=positions,
-                              past_key_values=step.past_key_values, use_cache=True)  # fmt: skip
+                              past_key_values=cache, use_cache=True)  # fmt: skip
+            cache, logits = step.past_key_values, step.logits[:, -1, :]
         return [
             Generation(
                 text=str(tokenizer.decode(out, skip_special_tokens=True)),
@@ -226,6 +281,55 @@ class _Loaded:
             )
             for out, reason, n in zip(outputs, finish, lengths, strict=True)
         ]
+
+
+_MIN_SHARED = 16  # tokens; below this, evaluating a shared prefix separately does not pay
+
+
+@dataclass(frozen=True)
+class _Prefix:
+    """A prompt prefix shared by a batch's rows, evaluated once (a one-row KV cache)."""
+
+    tokens: list[int]
+    cache: Any
+
+
+def _layers(cache: Any) -> list[Any]:
+    layers: list[Any] = cache.layers
+    return layers
+
+
+def _reshapeable(cache: Any) -> bool:
+    """Whether rows can join and padding be trimmed: plain growing layers (not sliding-window or linear ones)."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+
+
+def _join_rows(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:
+    """Append ``new_cache``'s rows to ``cache``, left-padding the shorter side; returns the joined mask."""
+    width = max(mask.shape[1], new_mask.shape[1])
+
+    def left_pad(t: Any, to: int) -> Any:  # the sequence axis is the second to last
+        return torch.nn.functional.pad(t, (0, 0, to - t.shape[-2], 0)) if t.dim() == 4 else t
+
+    for layer, new in zip(_layers(cache), _layers(new_cache), strict=True):
+        layer.keys = torch.cat([left_pad(layer.keys, width), left_pad(new.keys, width)])
+        layer.values = torch.cat([left_pad(layer.values, width), left_pad(new.values, width)])
+    pad_mask = torch.nn.functional.pad
+    return torch.cat([pad_mask(mask, (width - mask.shape[1], 0)), pad_mask(new_mask, (width - new_mask.shape[1], 0))])
+
+
+def _trim_padding(cache: Any, mask: Any) -> Any:
+    """Drop leading columns that are padding in every row (left behind by rows that left)."""
+    used = mask.any(dim=0).nonzero()
+    first = int(used[0]) if len(used) else 0
+    if first == 0:
+        return mask
+    for layer in _layers(cache):
+        layer.keys = layer.keys[:, :, first:, :]
+        layer.values = layer.values[:, :, first:, :]
+    return mask[:, first:]
 
 
 _loaded: dict[_Spec, _Loaded] = {}
@@ -295,12 +399,16 @@ class TransformersBackend:
     def generate(self, request: GenerationRequest) -> Generation:
         return self.generate_batch([request])[0]
 
-    def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        """Generate for several requests at once (left-padded, one schema matcher per row)."""
+    def generate_batch(self, requests: Sequence[GenerationRequest], batch_size: int | None = None) -> list[Generation]:
+        """Generate for several requests, decoding up to ``batch_size`` (default: the backend's) together.
+
+        Rows are left-padded, each with its own schema matcher; when one
+        finishes, the next request takes its place in the running batch.
+        """
         loaded = self.loaded
         with loaded.lock:
             try:
-                return loaded.generate(requests)
+                return loaded.generate(requests, max(1, batch_size or self.batch_size))
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if _is_out_of_memory(exc):
                     raise _too_large(exc, self._spec) from None

@@ -7,6 +7,10 @@ write them out at once and lose nothing if the run is interrupted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Generator, Hashable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,13 +20,17 @@ from pydantic import BaseModel
 from promptask.backends.base import Backend
 from promptask.config import CacheSetting
 from promptask.errors import PromptaskError
-from promptask.tasks.loop import run_lockstep, run_sync
+from promptask.tasks.loop import run_async, run_lockstep, run_sync
 from promptask.tasks.result import TaskResult
 
 if TYPE_CHECKING:
     from promptask.tasks.task import Task
 
 __all__ = ["run_many"]
+
+# Rows handed to a batching backend at once, in batches: it keeps ``batch_size``
+# of them decoding and starts the next as soon as one finishes.
+WINDOW = 4
 
 R = TypeVar("R")
 K = TypeVar("K", bound=Hashable)
@@ -44,7 +52,8 @@ def run_many(
     stops the others.  At most ``concurrency`` calls run at once and at most
     twice that many are queued, so an endless iterable is fine.  Closing the
     iterator early cancels what has not started.  With ``batch_size`` > 1 (for
-    a backend with ``generate_batch``), rows go to the backend that many at a time.
+    a backend with ``generate_batch``), rows go to the backend in windows of
+    ``WINDOW * batch_size``, decoded ``batch_size`` at a time.
     """
     if batch_size > 1:
         yield from _batches(task, items, backend, batch_size, cache)
@@ -60,6 +69,9 @@ def run_many(
     if concurrency <= 1:
         for key, row in items:
             yield one(key, row)
+        return
+    if callable(getattr(backend, "agenerate", None)):
+        yield from _on_event_loop(task, items, backend, concurrency, cache)
         return
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="promptask") as pool:
@@ -78,6 +90,81 @@ def run_many(
                 future.cancel()
 
 
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+def _on_event_loop(
+    task: Task[Any, R],
+    items: Iterable[tuple[K, Mapping[str, Any]]],
+    backend: Backend,
+    concurrency: int,
+    cache: CacheSetting | None,
+) -> Generator[tuple[K, TaskResult[R] | PromptaskError], None, None]:
+    """Rows as asyncio tasks (``backend.agenerate``) on a private event loop, ``concurrency`` in flight.
+
+    The loop runs on its own thread, so this works from plain code and from
+    code already inside an event loop; a row is read only when a slot is free.
+    """
+    outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    running: set[asyncio.Task[None]] = set()
+    loop = asyncio.new_event_loop()
+
+    async def one(key: K, row: Mapping[str, Any], slots: asyncio.Semaphore) -> None:
+        try:
+            inputs = task.validate_inputs((), dict(row), row_label=f"row {key}")
+            outcomes.put((key, await run_async(task, inputs, backend, cache)))
+        except PromptaskError as exc:
+            outcomes.put((key, exc))
+        finally:
+            slots.release()
+
+    async def drive() -> None:
+        slots = asyncio.Semaphore(concurrency)
+        try:
+            for key, row in items:
+                await slots.acquire()
+                job = asyncio.create_task(one(key, row, slots))
+                running.add(job)
+                job.add_done_callback(running.discard)
+            while running:
+                await asyncio.gather(*running)
+        except BaseException as exc:  # reading the rows failed, a row hit a bug, or the caller stopped
+            for job in running:
+                job.cancel()
+            outcomes.put(_Failed(exc))
+        finally:
+            outcomes.put(_DONE)
+
+    def cancel() -> None:
+        for job in asyncio.all_tasks():
+            job.cancel()
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(drive())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="promptask-map", daemon=True)
+    thread.start()
+    try:
+        while (outcome := outcomes.get()) is not _DONE:
+            if isinstance(outcome, _Failed):
+                raise outcome.error
+            yield outcome
+    finally:
+        if thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(cancel)
+        thread.join()
+
+
 def _batches(
     task: Task[Any, R],
     items: Iterable[tuple[K, Mapping[str, Any]]],
@@ -91,8 +178,8 @@ def _batches(
             chunk.append((key, task.validate_inputs((), dict(row), row_label=f"row {key}")))
         except PromptaskError as exc:
             yield key, exc
-        if len(chunk) == batch_size:
-            yield from run_lockstep(task, chunk, backend, cache)
+        if len(chunk) == WINDOW * batch_size:
+            yield from run_lockstep(task, chunk, backend, cache, batch_size)
             chunk = []
     if chunk:
-        yield from run_lockstep(task, chunk, backend, cache)
+        yield from run_lockstep(task, chunk, backend, cache, batch_size)

@@ -81,10 +81,11 @@ def call_loop(
     conversation = list(messages)
     attempts: list[Attempt] = []
     usage = Usage()
-    lenient = info.schema_enforcement is SchemaEnforcement.NONE
     for _ in range(task.retries + 1):
         generation = yield GenerationRequest(tuple(conversation), schema, task.sampling)
         usage += generation.usage
+        enforcement = generation.schema_enforcement or info.schema_enforcement
+        lenient = enforcement not in (SchemaEnforcement.TOKENS, SchemaEnforcement.SERVER)
         try:
             model, value = task.check_output(extract_json(generation.text, lenient=lenient), inputs)
         except ValueError as exc:
@@ -92,13 +93,14 @@ def call_loop(
             if generation.finish_reason == "length":
                 tokens = generation.usage.completion_tokens or task.sampling.max_tokens
                 error = f"output truncated at {tokens} tokens; raise max_tokens ({error})"
-            attempts.append(Attempt(generation.text, error, generation.finish_reason, generation.usage))
+            attempts.append(Attempt(generation.text, error, generation.finish_reason, generation.usage,
+                                    generation.timings))  # fmt: skip
             conversation += [
                 Message("assistant", generation.text),
                 Message("user", RETRY_MESSAGE.format(error=error)),
             ]
             continue
-        attempts.append(Attempt(generation.text, None, generation.finish_reason, generation.usage))
+        attempts.append(Attempt(generation.text, None, generation.finish_reason, generation.usage, generation.timings))
         if cache is not None and key is not None:
             cache.set(key, {"output": model.model_dump(mode="json", by_alias=True), "raw": generation.text})
         return TaskResult(
@@ -110,6 +112,7 @@ def call_loop(
             latency_s=time.perf_counter() - started,
             cached=False,
             backend=info.name,
+            schema_enforcement=enforcement,
         )
     raise OutputValidationError(task.name, attempts, usage)
 
@@ -134,6 +137,7 @@ def _from_cache(
         latency_s=time.perf_counter() - started,
         cached=True,
         backend=info.name,
+        schema_enforcement=info.schema_enforcement,
     )
 
 
@@ -203,15 +207,19 @@ def run_lockstep(
     items: Sequence[tuple[K, BaseModel]],
     backend: Backend,
     cache_setting: CacheSetting | None = None,
+    batch_size: int | None = None,
 ) -> list[tuple[K, TaskResult[R] | PromptaskError]]:
     """Drive one :func:`call_loop` per item together, one ``backend.generate_batch`` call per step.
+
+    The backend decodes up to ``batch_size`` rows together (default: its own).
 
     Cache hits finish at once; rows that need a retry go into the next batch with
     the rows still on their first attempt.  A failed batch fails each row in it.
     """
     info = describe(backend)
     cache, mode = resolve_cache(cache_setting)
-    generate_batch: Callable[[list[GenerationRequest]], Sequence[Generation]] = cast(Any, backend).generate_batch
+    generate_batch: Callable[[list[GenerationRequest], int], Sequence[Generation]] = cast(Any, backend).generate_batch
+    batch_size = batch_size or info.batch_size
     loops: dict[K, CallLoop[R]] = {}
     pending: dict[K, GenerationRequest] = {}
     results: dict[K, TaskResult[R] | PromptaskError] = {}
@@ -233,7 +241,7 @@ def run_lockstep(
         pending.clear()
         try:
             with _backend_call(info):
-                generations = list(generate_batch(batch))
+                generations = list(generate_batch(batch, batch_size))
             if len(generations) != len(batch):
                 raise BackendError(f"backend {info.name} returned {len(generations)} generations for {len(batch)}")
         except PromptaskError as exc:

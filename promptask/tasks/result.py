@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from promptask.backends.base import Usage
+from promptask.backends.base import SchemaEnforcement, Usage
 
 __all__ = ["Attempt", "TaskResult"]
 
@@ -16,12 +17,13 @@ R = TypeVar("R", covariant=True)
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One generation: its raw text, and why it was rejected (``error``), if it was."""
+    """One generation: its raw text, why it was rejected (``error``) if it was, and the backend's timings."""
 
     raw: str
     error: str | None
     finish_reason: str
     usage: Usage
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -29,6 +31,7 @@ class Attempt:
             "error": self.error,
             "finish_reason": self.finish_reason,
             "usage": self.usage.to_dict(),
+            "timings": dict(self.timings),
         }
 
 
@@ -38,7 +41,9 @@ class TaskResult(Generic[R]):
 
     ``usage`` sums every attempt's tokens; a cached result spent none, so its
     usage is zero and ``attempts`` is empty.  ``backend`` names the backend
-    that answered.
+    that answered; ``schema_enforcement`` says how the answer was held to the
+    schema (a server that fell back from its schema support to JSON mode or
+    plain text says so here).
 
     >>> import promptask
     >>> backend = promptask.ScriptedBackend(['{"label": "positive"}'])
@@ -55,6 +60,7 @@ class TaskResult(Generic[R]):
     latency_s: float
     cached: bool
     backend: str
+    schema_enforcement: SchemaEnforcement = SchemaEnforcement.NONE
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the output as JSON data)."""
@@ -67,6 +73,7 @@ class TaskResult(Generic[R]):
             "latency_s": self.latency_s,
             "cached": self.cached,
             "backend": self.backend,
+            "schema_enforcement": self.schema_enforcement.value,
         }
 
 

@@ -1,0 +1,447 @@
+"""Any OpenAI-compatible chat completions server: llama.cpp's server, vLLM, Ollama, hosted APIs.
+
+>>> import promptask
+>>> from promptask.backends.openai import OpenAIBackend
+>>> backend = OpenAIBackend("http://127.0.0.1:8080/v1", "smollm2")
+>>> backend
+OpenAIBackend('http://127.0.0.1:8080/v1', model='smollm2')
+>>> promptask.tasks.sentiment("I love it", backend=backend)  # doctest: +SKIP
+Sentiment(label='positive')
+
+URI: ``openai:http://127.0.0.1:8080/v1#model-name`` (the part after ``#`` is the
+model; without it, ``default``).  The API key comes from ``api_key``, else
+``PROMPTASK_API_KEY``, else ``OPENAI_API_KEY``.  It is sent as a bearer token
+and appears nowhere else: not in the repr, fingerprint, cache keys, logs or
+error messages (text a server echoes back is scrubbed of it).  Credentials in
+the URL (``https://user:password@host/v1``) are sent as HTTP basic auth
+instead, and kept out of sight the same way.
+
+How output follows the schema.  The schema goes out as ``response_format``
+``{"type": "json_schema", ..., "strict": true}``; a server that rejects that
+(an HTTP 400, 422 or 500 whose message names the response format or schema) is asked again
+without ``strict``, then with ``{"type": "json_object", "schema": ...}``
+(JSON mode; llama.cpp's server enforces the schema given this way), then with
+no response format at all, where promptask's parse-validate-retry loop does
+the work.  Each step down happens once per backend instance and is logged;
+``TaskResult.schema_enforcement`` and :attr:`OpenAIBackend.response_format`
+say which path answered.
+
+Network faults are retried here, apart from output validation: HTTP 408,
+429 and 5xx, timeouts, refused or dropped connections and malformed bodies
+wait ``backoff * 2**n`` seconds with jitter (or what ``Retry-After`` says)
+and try again, ``max_retries`` times.  Other 4xx answers fail at once.  Each
+failure is a :class:`~promptask.BackendError` with the URL, the HTTP status
+and the server's own message.
+
+All requests of a backend run on one event loop in a background thread, with
+at most ``max_concurrency`` in flight.  So ``generate`` works from a plain
+script and from code already inside an event loop (a notebook), ``agenerate``
+awaits the same requests from any loop, and ``Task.map`` keeps
+``max_concurrency`` requests going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import base64
+import concurrent.futures
+import email.utils
+import json
+import logging
+import os
+import random
+import threading
+import time
+import weakref
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+
+from promptask.backends.base import Generation, GenerationRequest, SchemaEnforcement, Usage
+from promptask.errors import BackendError, ConfigurationError
+
+__all__ = ["OpenAIBackend", "RESPONSE_FORMATS"]
+
+log = logging.getLogger("promptask.backends.openai")
+T = TypeVar("T")
+
+RESPONSE_FORMATS: Final = ("json_schema_strict", "json_schema", "json_object", "text")
+"""The ways to ask for structured output, most to least enforced; a backend steps down on rejection."""
+
+_ENFORCEMENT = {
+    "json_schema_strict": SchemaEnforcement.SERVER,
+    "json_schema": SchemaEnforcement.SERVER,
+    "json_object": SchemaEnforcement.JSON,
+    "text": SchemaEnforcement.NONE,
+}
+_RETRY_STATUS = frozenset({408, 409, 425, 429})
+_FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema", "strict", "grammar")
+_JSON = {"Content-Type": "application/json"}
+_MAX_WAIT = 600.0  # seconds: a Retry-After beyond this is treated as this
+
+
+class _RetryableError(Exception):
+    """A failure worth another try; ``wait`` is the server's Retry-After, if it sent one."""
+
+    def __init__(self, problem: str, wait: float | None = None) -> None:
+        super().__init__(problem)
+        self.wait = wait
+
+
+class _RejectedError(Exception):
+    """A 4xx answer: not retried, but maybe a reason to step down the response format."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class OpenAIBackend:
+    """Run tasks on an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    Args:
+        base_url: the API root, e.g. ``http://127.0.0.1:8080/v1`` or ``https://api.openai.com/v1``.
+        model: the model name the server expects.
+        api_key: a bearer token; default ``PROMPTASK_API_KEY``, else ``OPENAI_API_KEY``, else none.
+        timeout: seconds to wait for a connection and for each read of the response.
+        max_retries: retries of a request after a network fault, 429 or 5xx.
+        max_concurrency: requests in flight at once (also ``Task.map``'s default).
+        backoff: the first retry's wait in seconds; it doubles each time, with jitter, up to ``max_backoff``.
+        response_format: the first structured-output form to try (one of :data:`RESPONSE_FORMATS`).
+
+    >>> backend = OpenAIBackend("http://user:pw@127.0.0.1:8080/v1", "m", api_key="sk-secret")
+    >>> backend, backend.fingerprint()
+    (OpenAIBackend('http://127.0.0.1:8080/v1', model='m'), 'openai:http://127.0.0.1:8080/v1#m')
+    """
+
+    name = "openai"
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        max_retries: int = 4,
+        max_concurrency: int = 8,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        response_format: str = "json_schema_strict",
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigurationError(f"base_url must be an http:// or https:// URL, got {_public(base_url)!r}")
+        if response_format not in RESPONSE_FORMATS:
+            raise ConfigurationError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+        if timeout <= 0 or max_retries < 0 or max_concurrency < 1:
+            raise ConfigurationError("timeout must be > 0, max_retries >= 0 and max_concurrency >= 1")
+        self.url = _public(base_url)  # what messages show: no credentials, no query
+        self._base = _without_credentials(base_url)
+        self.model = model
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.concurrency = max_concurrency
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._format = response_format
+        self._key = api_key or os.environ.get("PROMPTASK_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+        self._basic: tuple[str, str] | None = None
+        if parts.username or parts.password:  # credentials in the URL: HTTP basic auth, instead of the key
+            self._basic = (unquote(parts.username or ""), unquote(parts.password or ""))
+            self._key = None
+        self._secrets = [s for s in (self._key, *(self._basic or ()), self._basic_token()) if s and len(s) > 3]
+        self._loop: _LoopThread | None = None
+        self._client: httpx.AsyncClient | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._start_lock = threading.Lock()
+
+    @property
+    def response_format(self) -> str:
+        """The structured-output form requests use now (it steps down when a server rejects one)."""
+        return self._format
+
+    @property
+    def schema_enforcement(self) -> SchemaEnforcement:
+        """How the schema is enforced now: by the server, JSON mode, or only by parse-and-retry."""
+        return _ENFORCEMENT[self._format]
+
+    def fingerprint(self) -> str:
+        """The endpoint and model; never the key or URL credentials."""
+        return f"openai:{self.url}#{self.model}"
+
+    def __repr__(self) -> str:
+        return f"OpenAIBackend({self.url!r}, model={self.model!r})"
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def generate(self, request: GenerationRequest) -> Generation:
+        """Send one request and wait for the answer (safe inside a running event loop)."""
+        future = self._submit(self._generate(request))
+        try:
+            return future.result()
+        finally:
+            future.cancel()  # interrupted (Ctrl-C): do not leave the request running
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """Send one request from any event loop."""
+        return await asyncio.wrap_future(self._submit(self._generate(request)))
+
+    def request_body(self, request: GenerationRequest, response_format: str | None = None) -> dict[str, Any]:
+        """The JSON body sent for ``request`` (with the given or current response format)."""
+        sampling = request.sampling
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": [m.to_dict() for m in request.messages],
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_tokens,
+        }
+        if sampling.seed is not None:
+            body["seed"] = sampling.seed
+        form = response_format or self._format
+        if request.schema is not None and form != "text":
+            schema = dict(request.schema)
+            if form == "json_object":
+                body["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                body["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": "output", "schema": schema, "strict": form == "json_schema_strict"},
+                }
+        return body
+
+    async def _generate(self, request: GenerationRequest) -> Generation:
+        client, slots = self._client, self._slots
+        if client is None or slots is None:
+            raise BackendError(f"the backend for {self.url} was closed while a request waited")
+        async with slots:
+            while True:
+                form = self._format
+                started = time.perf_counter()
+                try:
+                    data = await self._post(client, self.request_body(request, form))
+                except _RejectedError as exc:
+                    if request.schema is not None and form != "text" and _about_format(exc.message):
+                        self._step_down(form, exc)
+                        continue
+                    raise BackendError(self._scrub(f"{self.url} answered HTTP {exc.status}: {exc.message}")) from None
+                return self._generation(data, form, time.perf_counter() - started)
+
+    def _step_down(self, form: str, exc: _RejectedError) -> None:
+        if self._format == form:  # one step per rejected form, however many requests saw the rejection
+            self._format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(form) + 1]
+            log.warning(
+                "%s rejected response_format %s (HTTP %d: %s); using %s from now on",
+                self.url, form, exc.status, self._scrub(exc.message).strip().splitlines()[0][:200], self._format,
+            )  # fmt: skip
+
+    async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with network retries; the parsed JSON body of a 200 answer."""
+        content = json.dumps(body, ensure_ascii=False).encode()
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await self._post_once(client, content)
+            except _RetryableError as exc:
+                problem = self._scrub(str(exc))
+                if attempt == self.max_retries:
+                    break
+                wait = exc.wait if exc.wait is not None else self._backoff(attempt)
+                log.warning("%s: %s; retry %d of %d in %.1f s", self.url, problem, attempt + 1, self.max_retries, wait)
+                await asyncio.sleep(wait)
+        tries = self.max_retries + 1
+        raise BackendError(self._scrub(f"{self.url}: {problem} ({tries} attempt{'s' * (tries > 1)})")) from None
+
+    async def _post_once(self, client: httpx.AsyncClient, content: bytes) -> dict[str, Any]:
+        try:
+            response = await client.post("chat/completions", content=content, headers=_JSON)
+        except httpx.TimeoutException:
+            raise _RetryableError(f"no response within {self.timeout:g} s") from None
+        except httpx.ConnectError as exc:
+            raise _RetryableError(f"cannot connect ({exc or type(exc).__name__}); is the server running?") from None
+        except httpx.TransportError as exc:
+            raise _RetryableError(f"connection lost ({type(exc).__name__}: {exc})") from None
+        status = response.status_code
+        if status == 200:
+            try:
+                data = response.json()
+            except ValueError:
+                raise _RetryableError(f"malformed JSON in the response: {response.text[:120]!r}") from None
+            if not isinstance(data, dict):
+                raise _RetryableError(f"unexpected response: {response.text[:120]!r}")
+            return data
+        message = _server_message(response)
+        if status == 500 and _about_format(message):
+            raise _RejectedError(status, message)  # some servers answer 500 to a response format they lack
+        if status in _RETRY_STATUS or status >= 500:
+            raise _RetryableError(f"HTTP {status}: {message}", _retry_after(response.headers.get("retry-after")))
+        raise _RejectedError(status, message)
+
+    def _backoff(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff, self.backoff * 2.0**attempt)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # jitter spreads out clients that failed together
+
+    def _generation(self, data: dict[str, Any], form: str, seconds: float) -> Generation:
+        try:
+            choice = data["choices"][0]
+            message = choice["message"]
+            text = message.get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            problem = f"{self.url} answered without choices[0].message: {str(data)[:200]}"
+            raise BackendError(self._scrub(problem)) from None
+        if not text and message.get("refusal"):
+            raise BackendError(self._scrub(f"the model refused: {message['refusal']}"))
+        usage = data.get("usage") or {}
+        details = usage.get("prompt_tokens_details") or {}
+        return Generation(
+            text=str(text),
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            usage=Usage(
+                int(usage.get("prompt_tokens") or 0),
+                int(usage.get("completion_tokens") or 0),
+                int(details.get("cached_tokens") or 0),
+            ),
+            timings={"request_s": seconds},
+            schema_enforcement=_ENFORCEMENT[form],
+        )
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    # -- the event loop and HTTP client -----------------------------------------------------------
+
+    def _submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        with self._start_lock:
+            if self._loop is None:
+                self._loop = _LoopThread()
+                self._loop.call(self._open())
+                _open_backends.add(self)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop.loop)
+
+    def _basic_token(self) -> str | None:
+        if self._basic is None:
+            return None
+        return base64.b64encode(":".join(self._basic).encode()).decode()
+
+    async def _open(self) -> None:
+        headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
+        if self._basic is not None:
+            headers = {"Authorization": f"Basic {self._basic_token()}"}
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        self._client = httpx.AsyncClient(
+            base_url=self._base + "/", headers=headers, timeout=self.timeout, limits=limits, trust_env=False
+        )
+        self._slots = asyncio.Semaphore(self.concurrency)
+
+    def close(self) -> None:
+        """Close connections and stop the background loop; the next request starts them again."""
+        with self._start_lock:
+            loop, self._loop = self._loop, None
+            if loop is not None:
+                if self._client is not None:
+                    loop.call(self._client.aclose())
+                loop.stop()
+                self._client = self._slots = None
+                _open_backends.discard(self)
+
+    def __enter__(self) -> OpenAIBackend:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class _LoopThread:
+    """An asyncio event loop running on a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="promptask-http", daemon=True)
+        self._thread.start()
+
+    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+_open_backends: weakref.WeakSet[OpenAIBackend] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for backend in list(_open_backends):
+        backend.close()
+
+
+def _public(url: str) -> str:
+    """``url`` without user, password, query or fragment."""
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url.strip())
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+def _server_message(response: httpx.Response) -> str:
+    """The server's own explanation: ``error.message``, FastAPI's ``detail``, or the body's start."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:500] or response.reason_phrase
+    if isinstance(data, Mapping):
+        error = data.get("error")
+        if isinstance(error, Mapping) and error.get("message"):
+            return str(error["message"])[:500]
+        if isinstance(error, str):
+            return error[:500]
+        if data.get("detail"):
+            return json.dumps(data["detail"])[:500]
+        if data.get("message"):
+            return str(data["message"])[:500]
+    return json.dumps(data)[:500]
+
+
+def _about_format(message: str) -> bool:
+    lowered = message.lower()
+    return any(word in lowered for word in _FORMAT_WORDS)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), _MAX_WAIT)
+
+
+def from_uri(rest: str) -> OpenAIBackend:
+    """``openai:http://host:port/v1#model``; the key comes from the environment."""
+    url, _, model = rest.partition("#")
+    if not url:
+        raise ConfigurationError("write openai:<base URL>#<model>, e.g. openai:http://127.0.0.1:8080/v1#smollm2")
+    return OpenAIBackend(url, model or "default")
