@@ -237,7 +237,7 @@ class OpenAIBackend:
             self._format = RESPONSE_FORMATS[RESPONSE_FORMATS.index(form) + 1]
             log.warning(
                 "%s rejected response_format %s (HTTP %d: %s); using %s from now on",
-                self.url, form, exc.status, self._scrub(exc.message).strip().splitlines()[0][:200], self._format,
+                self.url, form, exc.status, " ".join(self._scrub(exc.message).split())[:160], self._format,
             )  # fmt: skip
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> dict[str, Any]:
