@@ -272,6 +272,26 @@ def test_response_format_steps_down_once_per_backend_to_plain_text() -> None:
         assert len(server.bodies) == 5  # the next call goes straight to plain text
 
 
+def test_strict_only_for_schemas_strict_mode_can_take() -> None:
+    from promptask.backends import GenerationRequest, Message
+
+    def closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+        return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+
+    person = closed({"name": {"type": "string"}}, ["name"])
+    cases = [
+        (closed({"label": {"enum": ["a", "b"]}}, ["label"]), True),
+        (closed({"people": {"type": "array", "items": person}}, ["people"]), True),
+        (closed({"title": {"type": "string"}, "year": {"type": "integer"}}, ["title"]), False),  # optional year
+        (closed({"people": {"type": "array", "items": {**person, "additionalProperties": True}}}, ["people"]), False),
+    ]
+    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")
+    for schema, strict in cases:
+        body = backend.request_body(GenerationRequest((Message("user", "x"),), schema))
+        assert body["response_format"]["json_schema"]["strict"] is strict, schema
+    assert backend.response_format == "json_schema_strict"
+
+
 def test_map_keeps_max_concurrency_requests_in_flight() -> None:
     with FakeOpenAI(lambda body, n: Answer.completion(POSITIVE, delay=0.2)) as server:
         with fast(server.url, max_concurrency=4) as backend:

@@ -17,7 +17,8 @@ the URL (``https://user:password@host/v1``) are sent as HTTP basic auth
 instead, and kept out of sight the same way.
 
 How output follows the schema.  The schema goes out as ``response_format``
-``{"type": "json_schema", ..., "strict": true}``; a server that rejects that
+``{"type": "json_schema", ..., "strict": true}`` (``strict: false`` for a
+schema strict mode cannot take: an optional property, an open object); a server that rejects that
 (an HTTP 400, 422 or 500 whose message names the response format or schema) is asked again
 without ``strict``, then with ``{"type": "json_object", "schema": ...}``
 (JSON mode; llama.cpp's server enforces the schema given this way), then with
@@ -211,7 +212,11 @@ class OpenAIBackend:
             else:
                 body["response_format"] = {
                     "type": "json_schema",
-                    "json_schema": {"name": "output", "schema": schema, "strict": form == "json_schema_strict"},
+                    "json_schema": {
+                        "name": "output",
+                        "schema": schema,
+                        "strict": form == "json_schema_strict" and _strict_compatible(schema),
+                    },
                 }
         return body
 
@@ -417,6 +422,24 @@ def _server_message(response: httpx.Response) -> str:
         if data.get("message"):
             return str(data["message"])[:500]
     return json.dumps(data)[:500]
+
+
+def _strict_compatible(schema: Any) -> bool:
+    """Whether strict mode can take ``schema``: every object closed, with all its properties required.
+
+    Strict servers (OpenAI's) reject anything else; such a schema goes out with
+    ``strict: false`` rather than costing a rejected request.
+    """
+    if isinstance(schema, Mapping):
+        properties = schema.get("properties")
+        if isinstance(properties, Mapping) and (
+            set(schema.get("required", ())) != set(properties) or schema.get("additionalProperties", True) is not False
+        ):
+            return False
+        return all(_strict_compatible(value) for value in schema.values())
+    if isinstance(schema, list):
+        return all(_strict_compatible(item) for item in schema)
+    return True
 
 
 def _about_format(message: str) -> bool:
