@@ -391,12 +391,8 @@ def _close_all() -> None:
 
 def _public(url: str) -> str:
     """``url`` without user, password, query or fragment."""
-    parts = urlsplit(url.strip())
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+    parts = urlsplit(_without_credentials(url))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 def _without_credentials(url: str) -> str:

@@ -231,8 +231,9 @@ class _Loaded:
         cache: Any = None
         mask = logits = torch.empty(0)
         prefix: _Prefix | None = None
+        reshapeable = False  # whether rows can join a running cache (known once the first cache exists)
         while True:
-            if waiting and len(active) < batch_size and (not active or _reshapeable(cache)):  # fill free rows
+            if waiting and len(active) < batch_size and (not active or reshapeable):  # fill the free rows
                 joining = [waiting.popleft() for _ in range(min(batch_size - len(active), len(waiting)))]
                 step, new_mask, prefix = self._prefill([prompts[i] for i in joining], prefix)
                 if active:
@@ -240,6 +241,7 @@ class _Loaded:
                     logits = torch.cat([logits, step.logits[:, -1, :]])
                 else:
                     cache, mask, logits = step.past_key_values, new_mask, step.logits[:, -1, :]
+                    reshapeable = _reshapeable(cache)
                 active += joining
             chosen = self._choose(logits, [constraints[i] for i in active], [requests[i].sampling for i in active],
                                   [rngs[i] for i in active])  # fmt: skip
@@ -265,7 +267,7 @@ class _Loaded:
             if len(keep) < len(active):  # finished rows leave the batch
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
-                mask = _trim_padding(cache, mask[index]) if _reshapeable(cache) else mask[index]
+                mask = _trim_padding(cache, mask[index]) if reshapeable else mask[index]
                 active = [active[row] for row in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = mask.sum(dim=1, keepdim=True) - 1
@@ -303,7 +305,7 @@ def _reshapeable(cache: Any) -> bool:
     """Whether rows can join and padding be trimmed: plain growing layers (not sliding-window or linear ones)."""
     from transformers.cache_utils import DynamicLayer
 
-    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", [None]))
+    return all(type(layer) is DynamicLayer for layer in _layers(cache))
 
 
 def _join_rows(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:
@@ -311,7 +313,7 @@ def _join_rows(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:
     width = max(mask.shape[1], new_mask.shape[1])
 
     def left_pad(t: Any, to: int) -> Any:  # the sequence axis is the second to last
-        return torch.nn.functional.pad(t, (0, 0, to - t.shape[-2], 0)) if t.dim() == 4 else t
+        return torch.nn.functional.pad(t, (0, 0, to - t.shape[-2], 0))
 
     for layer, new in zip(_layers(cache), _layers(new_cache), strict=True):
         layer.keys = torch.cat([left_pad(layer.keys, width), left_pad(new.keys, width)])
