@@ -200,11 +200,14 @@ def _key(row_id: Any) -> str:
 
 
 def _record(row_id: Any, number: int, outcome: TaskResult[Any] | PromptaskError) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": row_id, "row": number}
     if isinstance(outcome, TaskResult):
         data = outcome.to_dict()
-        return {"id": row_id, "row": number, "output": data["output"], "cached": outcome.cached,
-                "usage": data["usage"]}  # fmt: skip
-    record: dict[str, Any] = {"id": row_id, "row": number, "error": str(outcome), "cached": False}
+        record.update(output=data["output"], cached=outcome.cached, usage=data["usage"])
+        if outcome.confidence is not None:
+            record["confidence"] = outcome.confidence
+        return record
+    record.update(error=str(outcome), cached=False)
     if isinstance(outcome, OutputValidationError):
         record["attempts"] = [attempt.to_dict() for attempt in outcome.attempts]
         record["usage"] = outcome.usage.to_dict()

@@ -6,8 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser import chromium  # the real headless Chromium fixture for page tests
 
 import promptask
+
+__all__ = ["chromium"]
 
 
 @pytest.fixture(autouse=True)

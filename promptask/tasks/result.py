@@ -43,7 +43,10 @@ class TaskResult(Generic[R]):
     usage is zero and ``attempts`` is empty.  ``backend`` names the backend
     that answered; ``schema_enforcement`` says how the answer was held to the
     schema (a server that fell back from its schema support to JSON mode or
-    plain text says so here).
+    plain text says so here).  ``confidence`` is the probability of the
+    returned output's scored fields and ``scores`` maps each scored field's
+    path to ``{value: probability}``; both are empty (``None``, ``{}``) when the
+    backend cannot score.
 
     >>> import promptask
     >>> backend = promptask.ScriptedBackend(['{"label": "positive"}'])
@@ -61,6 +64,8 @@ class TaskResult(Generic[R]):
     cached: bool
     backend: str
     schema_enforcement: SchemaEnforcement = SchemaEnforcement.NONE
+    confidence: float | None = None
+    scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the output as JSON data)."""
@@ -74,6 +79,8 @@ class TaskResult(Generic[R]):
             "cached": self.cached,
             "backend": self.backend,
             "schema_enforcement": self.schema_enforcement.value,
+            "confidence": self.confidence,
+            "scores": {path: dict(values) for path, values in self.scores.items()},
         }
 
 
