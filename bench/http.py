@@ -40,7 +40,7 @@ from fake_openai import Answer, FakeOpenAI  # noqa: E402
 
 import promptask  # noqa: E402
 from promptask.backends import GenerationRequest  # noqa: E402
-from promptask.backends.local import default_model_path  # noqa: E402
+from promptask.backends.model_files import default_model_path  # noqa: E402
 from promptask.backends.openai import OpenAIBackend  # noqa: E402
 
 TEXTS = ["I love this phone!", "The battery died after a day.", "It works, I guess.", "Worst purchase ever."]

@@ -33,7 +33,7 @@ import promptask
 from promptask.backends import GenerationRequest, Message, Sampling
 from promptask.backends.constraints import SchemaConstraints, TokenConstraint
 from promptask.backends.llamacpp import LlamaCppBackend
-from promptask.backends.local import default_model_path
+from promptask.backends.model_files import default_model_path
 from promptask.tasks.loader import task_from_mapping
 
 ROOT = Path(__file__).resolve().parent.parent

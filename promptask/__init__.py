@@ -10,11 +10,9 @@
 'positive'
 """
 
-__version__ = "0.1.0"
-
 from promptask import config
-from promptask.backends import Backend, ScriptedBackend, register_backend, resolve_backend
-from promptask.backends.base import Generation, GenerationRequest, Message, Sampling, Usage
+from promptask._version import __version__
+from promptask.backends import Backend, BaseBackend, ScriptedBackend, register_backend, resolve_backend
 from promptask.cache import CacheMode, ResultCache
 from promptask.config import configure
 from promptask.errors import (
@@ -33,11 +31,13 @@ from promptask.tasks.decorator import task
 from promptask.tasks.loader import load_task, load_tasks
 from promptask.tasks.result import Attempt, TaskResult
 from promptask.tasks.task import Task
+from promptask.types import Generation, GenerationRequest, Message, Sampling, Usage
 
 __all__ = [
     "Attempt",
     "Backend",
     "BackendError",
+    "BaseBackend",
     "CacheMode",
     "ConfigurationError",
     "ExecutionError",

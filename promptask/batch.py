@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from promptask.backends.base import Backend, Usage
+from promptask.backends.base import Backend
 from promptask.config import CacheSetting
 from promptask.errors import OutputValidationError, PromptaskError, UserError
 from promptask.progress import Progress
 from promptask.tasks.result import TaskResult
 from promptask.tasks.task import Task
+from promptask.types import Usage
 
 __all__ = ["BatchSummary", "InputRow", "read_rows", "run_file"]
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import diskcache
 
-from promptask.backends.base import Message, Sampling
+from promptask.types import Message, Sampling
 
 __all__ = ["CacheMode", "ResultCache", "cache_key", "default_cache_dir"]
 

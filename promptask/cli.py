@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from promptask import __version__
+from promptask._version import __version__
 from promptask.batch import coerce_text, run_file
 from promptask.errors import ExecutionError, OutputValidationError, PromptaskError, UserError
 from promptask.tasks import builtin_task, builtin_task_names

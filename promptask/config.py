@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptask.backends.base import Backend
+from promptask.backends.base import Backend, BaseBackend
 from promptask.backends.registry import resolve_backend
 from promptask.cache import CacheMode, ResultCache, default_cache_dir
 from promptask.errors import ConfigurationError
@@ -92,7 +92,7 @@ DEFAULT_BACKEND = "llamacpp:"
 """llama.cpp on the CPU with the bundled SmolLM2 model: runs anywhere, offline."""
 
 
-def resolve_default_backend() -> Backend:
+def resolve_default_backend() -> BaseBackend:
     """The configured backend, else ``$PROMPTASK_BACKEND``, else :data:`DEFAULT_BACKEND`."""
     spec = _settings.backend or os.environ.get("PROMPTASK_BACKEND")
     if spec:

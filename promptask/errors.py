@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from promptask.backends.base import Usage
     from promptask.tasks.result import Attempt
+    from promptask.types import Usage
 
 __all__ = [
     "BackendError",

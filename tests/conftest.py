@@ -1,14 +1,22 @@
-"""Shared fixtures: every test runs with its own cache directory and a clean configuration."""
+"""Shared fixtures: every test runs with its own cache directory and a clean configuration.
+
+Tests that load a model or start a server are marked ``slow``, and only those;
+:func:`slow_means_model_or_server` fails an unmarked test that uses a model in
+this process or opens a listening socket, so the mark cannot drift.
+"""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser import chromium  # the real headless Chromium fixture for page tests
 
 import promptask
+from promptask.backends.local import ModelPool
 
 __all__ = ["chromium"]
 
@@ -27,3 +35,26 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def cache_dir(isolated: Path) -> Path:
     return isolated
+
+
+@pytest.fixture(autouse=True)
+def slow_means_model_or_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    used: list[str] = []
+    get, listen = ModelPool.get, socket.socket.listen
+
+    def model(pool: Any, key: Any) -> Any:
+        used.append(f"uses a model ({key})")
+        return get(pool, key)
+
+    def server(sock: socket.socket, *args: Any) -> None:
+        used.append(f"starts a server ({sock.getsockname()})")
+        listen(sock, *args)
+
+    monkeypatch.setattr(ModelPool, "get", model)
+    monkeypatch.setattr(socket.socket, "listen", server)
+    yield
+    if used:
+        pytest.fail(f"this test {used[0]}: mark it @pytest.mark.slow (and keep unmarked tests model- and server-free)")

@@ -3,11 +3,10 @@
 It speaks real HTTP/1.1 over a real socket; each request's answer comes from
 ``respond(body, n)`` (``n`` counts requests from 0), so a test can make it
 misbehave on purpose: an error status with ``Retry-After``, a hang, a
-malformed body, a connection closed mid-response.
+malformed body, a connection closed mid-response::
 
->>> with FakeOpenAI(lambda body, n: Answer.completion('{"ok": true}')) as server:
-...     server.url.startswith("http://127.0.0.1:")
-True
+    with FakeOpenAI(lambda body, n: Answer.completion('{"ok": true}')) as server:
+        backend = OpenAIBackend(server.url, "fake")
 """
 
 from __future__ import annotations

@@ -14,8 +14,6 @@ import pytest
 import promptask
 from promptask import TaskResult
 
-pytestmark = pytest.mark.slow
-
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
 
 
@@ -28,6 +26,7 @@ def test_every_builtin_task_has_a_labelled_set_of_twenty_or_more() -> None:
         assert len(labelled(name)) >= 20, name
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", promptask.builtin_task_names())
 def test_builtin_task_is_valid_on_its_labelled_items(name: str) -> None:
     task = promptask.builtin_task(name)

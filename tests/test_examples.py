@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
@@ -35,6 +37,7 @@ def test_support_triage_project_runs_from_the_cli() -> None:
     assert "triage" in listed.stdout
 
 
+@pytest.mark.slow
 def test_review_app_runs_on_the_default_model() -> None:
     env = {k: v for k, v in os.environ.items() if k != "PROMPTASK_BACKEND"}
     out = subprocess.run(
@@ -44,6 +47,7 @@ def test_review_app_runs_on_the_default_model() -> None:
     assert out.stdout.count("sentiment: ") == 2 and out.stdout.count("reply (") == 2
 
 
+@pytest.mark.slow  # labels the CSV with the default model
 def test_csv_batch_example_runs_as_documented(tmp_path: Path) -> None:
     readme = (EXAMPLES / "batch" / "README.md").read_text()
     command = next(line.strip() for line in readme.splitlines() if line.strip().startswith("promptask run"))

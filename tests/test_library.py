@@ -44,7 +44,8 @@ def test_builtins_are_typed_for_type_checkers(tmp_path: Path) -> None:
         [sys.executable, "-m", "mypy", "--strict", str(user)], capture_output=True, text=True, cwd=ROOT
     )
     assert 'Revealed type is "promptask.tasks.library.Classification"' in out.stdout
-    assert 'Argument "max_words" to "__call__" of "Task" has incompatible type "str"; expected "int"' in out.stdout
+    assert 'error: No overload variant of "__call__" of "Task" matches argument types "str", "str"' in out.stdout
+    assert "def __call__(self, text: str, max_words: int = ...) -> Summary" in out.stdout
 
 
 def test_eval_values_shape_decoding_per_call_but_not_the_prompt() -> None:

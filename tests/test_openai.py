@@ -31,7 +31,7 @@ import promptask
 import promptask.batch
 from promptask import BackendError, TaskResult
 from promptask.backends import SchemaEnforcement, resolve_backend
-from promptask.backends.local import default_model_path
+from promptask.backends.model_files import default_model_path
 from promptask.backends.openai import OpenAIBackend
 
 pytestmark = pytest.mark.slow
@@ -150,6 +150,13 @@ def test_map_async_and_sync_calls_from_inside_an_event_loop(server_backend: Open
         return sync.label, result.output.label
 
     assert asyncio.run(inside_a_loop()) == ("positive", "positive")
+
+
+def test_batch_size_falls_back_to_plain_calls_against_a_real_server(server_backend: OpenAIBackend) -> None:
+    rows = [{"text": t} for t in ("I love it", "It broke", "It is a phone", "Best day ever")]
+    batched = promptask.tasks.sentiment.map(rows, backend=server_backend, batch_size=8, cache=False)
+    plain = promptask.tasks.sentiment.map(rows, backend=server_backend, cache=False)
+    assert [r.output for r in batched] == [r.output for r in plain]
 
 
 def test_the_readme_server_examples_run(llama_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -272,26 +279,6 @@ def test_response_format_steps_down_once_per_backend_to_plain_text() -> None:
         assert len(server.bodies) == 5  # the next call goes straight to plain text
 
 
-def test_strict_only_for_schemas_strict_mode_can_take() -> None:
-    from promptask.backends import GenerationRequest, Message
-
-    def closed(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-        return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
-
-    person = closed({"name": {"type": "string"}}, ["name"])
-    cases = [
-        (closed({"label": {"enum": ["a", "b"]}}, ["label"]), True),
-        (closed({"people": {"type": "array", "items": person}}, ["people"]), True),
-        (closed({"title": {"type": "string"}, "year": {"type": "integer"}}, ["title"]), False),  # optional year
-        (closed({"people": {"type": "array", "items": {**person, "additionalProperties": True}}}, ["people"]), False),
-    ]
-    backend = OpenAIBackend("http://127.0.0.1:9/v1", "m")
-    for schema, strict in cases:
-        body = backend.request_body(GenerationRequest((Message("user", "x"),), schema))
-        assert body["response_format"]["json_schema"]["strict"] is strict, schema
-    assert backend.response_format == "json_schema_strict"
-
-
 def test_map_keeps_max_concurrency_requests_in_flight() -> None:
     with FakeOpenAI(lambda body, n: Answer.completion(POSITIVE, delay=0.2)) as server:
         with fast(server.url, max_concurrency=4) as backend:
@@ -382,17 +369,3 @@ def test_stopping_a_stream_early_cancels_what_has_not_started() -> None:
             assert time.perf_counter() - started < 0.5
         time.sleep(0.5)
         assert len(server.bodies) <= 8  # the first four, perhaps the next four; not 40
-
-
-@pytest.mark.parametrize(
-    ("make", "message"),
-    [
-        (lambda: OpenAIBackend("localhost:8080/v1", "m"), "base_url must be an http:// or https:// URL"),
-        (lambda: OpenAIBackend("http://h/v1", "m", max_concurrency=0), "max_concurrency >= 1"),
-        (lambda: OpenAIBackend("http://h/v1", "m", response_format="xml"), "response_format must be one of"),
-        (lambda: resolve_backend("openai:"), "write openai:<base URL>#<model>"),
-    ],
-)
-def test_configuration_mistakes_are_named(make: Any, message: str) -> None:
-    with pytest.raises(promptask.ConfigurationError, match=re.escape(message)):
-        make()

@@ -23,10 +23,3 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quality_gate(command: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_package_ships_its_type_marker_and_builtin_files() -> None:
-    package = ROOT / "promptask"
-    assert (package / "py.typed").is_file()
-    assert list((package / "tasks" / "builtin").glob("*.yaml"))
-    assert list((package / "prompts" / "builtin").glob("*.j2"))

@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import promptask
-from promptask.backends import GenerationRequest, ScriptedBackend
+from promptask.backends import ExampleBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -24,6 +26,7 @@ def test_ci_runs_the_readme_test_command_verbatim() -> None:
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_the_main_job_runs_on_the_default_model(tmp_path: Path) -> None:
     line = next(line for line in README.splitlines() if "promptask run sentiment" in line)
     assert "pip install" in line  # the one-line install-and-run command near the top
@@ -37,30 +40,11 @@ def test_the_main_job_runs_on_the_default_model(tmp_path: Path) -> None:
     assert out.stderr == ""
 
 
-def minimal_instance(schema: dict[str, Any], root: dict[str, Any]) -> Any:
-    """The simplest value valid under a JSON Schema (enough for the README's tasks)."""
-    if "$ref" in schema:
-        return minimal_instance(root["$defs"][schema["$ref"].rsplit("/", 1)[-1]], root)
-    if "enum" in schema:
-        return schema["enum"][0]
-    if "anyOf" in schema:
-        return minimal_instance(next(s for s in schema["anyOf"] if s.get("type") != "null"), root)
-    kind = schema.get("type")
-    if kind == "object":
-        return {k: minimal_instance(v, root) for k, v in schema.get("properties", {}).items()}
-    if kind == "array":
-        return [minimal_instance(schema.get("items", {}), root)] * schema.get("minItems", 0)
-    return {"string": "x", "integer": 0, "number": 0.0, "boolean": True}.get(str(kind))
-
-
+@pytest.mark.slow  # the README's llama.cpp and transformers blocks run their real models
 def test_python_examples_run_in_order(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.chdir(tmp_path)  # the examples write files
 
-    def schema_valid(request: GenerationRequest) -> dict[str, Any]:
-        assert request.schema is not None
-        return minimal_instance(dict(request.schema), dict(request.schema))
-
-    promptask.configure(backend=ScriptedBackend(schema_valid))
+    promptask.configure(backend=ExampleBackend())
     namespace: dict[str, Any] = {"__name__": "readme"}
     blocks = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
     assert len(blocks) >= 4

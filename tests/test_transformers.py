@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +9,7 @@ from shapes import CASES
 
 import promptask
 from promptask import BackendError, TaskResult
-from promptask.backends.local import default_model_path, file_digest
+from promptask.backends.model_files import default_model_path, file_digest
 
 transformers_backend = pytest.importorskip("promptask.backends.transformers")
 TransformersBackend = transformers_backend.TransformersBackend
@@ -92,11 +89,6 @@ def test_fingerprint_is_the_file_digest_and_dtype(backend: Any) -> None:
     assert TransformersBackend(device="cpu", dtype="bfloat16").fingerprint() != backend.fingerprint()
 
 
-def test_missing_model_file_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match=f"model file not found: {tmp_path / 'no.gguf'}"):
-        TransformersBackend(tmp_path / "no.gguf")
-
-
 def test_out_of_memory_suggests_a_smaller_dtype_or_device(monkeypatch: pytest.MonkeyPatch) -> None:
     # A real out-of-memory needs a model larger than this machine; the failure is simulated at load.
     import torch
@@ -108,17 +100,3 @@ def test_out_of_memory_suggests_a_smaller_dtype_or_device(monkeypatch: pytest.Mo
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", too_big)
     with pytest.raises(BackendError, match=r"does not fit on cpu in bfloat16 .* try a smaller dtype"):
         TransformersBackend(device="cpu", dtype="bfloat16").loaded
-
-
-def test_missing_dependencies_name_the_extra() -> None:
-    code = (
-        "import sys; sys.modules['torch'] = None\n"
-        "try:\n    import promptask.backends.transformers\n"
-        "except Exception as e:\n    print(type(e).__name__, e)\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.startswith("ConfigurationError") and "pip install 'promptask[transformers]'" in out.stdout
-
-
-def test_hf_uri_resolves_to_the_backend() -> None:
-    assert type(promptask.resolve_backend("hf:")).__name__ == "TransformersBackend"

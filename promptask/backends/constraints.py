@@ -1,9 +1,11 @@
 """Token-level JSON Schema constraints for local backends, on llguidance.
 
 A :class:`SchemaConstraints` belongs to one tokenizer.  It compiles each
-schema once (cached by its canonical JSON) and hands out a fresh
-:class:`TokenConstraint` per generation, a cheap copy of the compiled
-matcher.  At each step the constraint masks the logits so only tokens that
+schema once and hands out a fresh :class:`TokenConstraint` per generation, a
+cheap copy of the compiled matcher.  Compiled schemas are kept in a
+least-recently-used cache of :data:`COMPILED_SCHEMAS` entries, so a long batch
+whose rows each bring a schema of their own (``$eval`` values) holds at most
+that many.  At each step the constraint masks the logits so only tokens that
 keep the output a valid prefix of a schema-conforming JSON document can be
 chosen, and it reports the tokens the grammar forces next (fixed key names,
 punctuation), which a backend can evaluate in one batch instead of sampling
@@ -23,6 +25,7 @@ import json
 import os
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -30,12 +33,14 @@ import llguidance
 import numpy as np
 import numpy.typing as npt
 
-from promptask.backends.base import Sampling
 from promptask.errors import BackendError
+from promptask.types import Sampling
 
-__all__ = ["SchemaConstraints", "TokenConstraint", "choose_token", "fill_masks"]
+__all__ = ["COMPILED_SCHEMAS", "SchemaConstraints", "TokenConstraint", "choose_token", "fill_masks"]
 
 COMPILE_OPTIONS: Any = {"whitespace_flexible": False, "lenient": True}
+COMPILED_SCHEMAS = 128
+"""Compiled schemas kept per tokenizer (least recently used dropped first)."""
 
 
 class TokenConstraint:
@@ -105,12 +110,18 @@ def fill_masks(rows: Sequence[tuple[TokenConstraint, int]], bitmask: npt.NDArray
 class SchemaConstraints:
     """Compiles JSON Schemas for one tokenizer, once each, and starts constrained generations."""
 
-    def __init__(self, tokenizer: llguidance.LLTokenizer, n_vocab: int) -> None:
+    def __init__(self, tokenizer: llguidance.LLTokenizer, n_vocab: int, *, capacity: int = COMPILED_SCHEMAS) -> None:
         self._tokenizer = tokenizer
         self._n_vocab = n_vocab
-        self._compiled: dict[str, llguidance.LLMatcher] = {}
+        self.capacity = capacity
+        """How many compiled schemas are kept (least recently used dropped first)."""
+        self._compiled: OrderedDict[str, llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
-        self.compile_seconds: list[float] = []
+        self.compile_seconds: deque[float] = deque(maxlen=4096)  # the latest compile times, for benchmarks
+
+    def __len__(self) -> int:
+        """How many compiled schemas are held."""
+        return len(self._compiled)
 
     def start(self, schema: Mapping[str, Any]) -> TokenConstraint:
         """A fresh constraint for one generation that must match ``schema``."""
@@ -119,6 +130,10 @@ class SchemaConstraints:
             prototype = self._compiled.get(key)
             if prototype is None:
                 prototype = self._compiled[key] = self._compile(key)
+                while len(self._compiled) > self.capacity:
+                    self._compiled.popitem(last=False)
+            else:
+                self._compiled.move_to_end(key)
         return TokenConstraint(prototype.deep_copy(), self._n_vocab)
 
     def _compile(self, schema_json: str) -> llguidance.LLMatcher:

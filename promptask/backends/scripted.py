@@ -19,15 +19,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptask.backends.base import (
-    Generation,
-    GenerationRequest,
-    SchemaEnforcement,
-    Usage,
-)
+from promptask.backends.base import BaseBackend
 from promptask.errors import BackendError
+from promptask.schemas.examples import example_for
+from promptask.types import Generation, GenerationRequest, SchemaEnforcement, Usage
 
-__all__ = ["ScriptedBackend"]
+__all__ = ["ExampleBackend", "ScriptedBackend"]
 
 Reply = str | Generation | BaseModel | dict[str, Any] | list[Any]
 ReplyFunction = Callable[[GenerationRequest], Reply]
@@ -48,7 +45,7 @@ def _to_text(reply: Reply) -> str:
     return json.dumps(reply, ensure_ascii=False)
 
 
-class ScriptedBackend:
+class ScriptedBackend(BaseBackend):
     """Returns scripted replies in order, or whatever a function of the request returns.
 
     A reply may be a string (the raw model text), a pydantic model, dict or list
@@ -124,6 +121,36 @@ class ScriptedBackend:
     def __repr__(self) -> str:
         source = "function" if self._function is not None else f"{len(self._replies)} replies"
         return f"ScriptedBackend({source}, requests={len(self.requests)})"
+
+
+class ExampleBackend(ScriptedBackend):
+    """Answers every request with a small valid example of its JSON Schema: tests of your own tasks need no script.
+
+    >>> import promptask
+    >>> promptask.tasks.classify("A late goal won the cup.", ["sport", "politics"], backend=ExampleBackend(),
+    ...                          cache=False).labels
+    ['sport']
+
+    The example satisfies the schema the call sends (so per-call ``$eval``
+    values such as classify's labels too); a task's own validators and checks
+    may still reject it, as they would a model's answer.  Requests are
+    recorded in :attr:`requests`, as for :class:`ScriptedBackend`.
+    """
+
+    name = "example"
+
+    def __init__(self) -> None:
+        super().__init__(self._example)
+
+    @staticmethod
+    def _example(request: GenerationRequest) -> Reply:
+        if request.schema is None:
+            return "example"
+        try:
+            value = example_for(request.schema)
+        except ValueError as exc:
+            raise BackendError(f"ExampleBackend cannot build a valid example for this schema: {exc}") from None
+        return json.dumps(value)
 
 
 def from_uri(rest: str) -> ScriptedBackend:

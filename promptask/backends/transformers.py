@@ -20,24 +20,28 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import threading
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import numpy as np
 import numpy.typing as npt
 
-from promptask.backends.base import Generation, GenerationRequest, Message, Sampling, SchemaEnforcement, Usage
-from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token, fill_masks
-from promptask.backends.local import default_model_path, file_digest, fold_system
+from promptask.backends.base import BaseBackend
+from promptask.backends.constraints import fill_masks
+from promptask.backends.local import DecodeRow, LocalModel, ModelPool
+from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError, ConfigurationError
+from promptask.types import Generation, GenerationRequest, SchemaEnforcement
 
 try:
     import torch
     import transformers
+    from llguidance.hf import from_tokenizer
+    from transformers.cache_utils import DynamicLayer
 except ImportError as exc:
     if (exc.name or "").startswith("promptask"):
         raise  # not a missing dependency
@@ -87,12 +91,14 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-class _Loaded:
-    """A model and tokenizer in memory, with the schema compiler for its vocabulary."""
+class _Loaded(LocalModel):
+    """A model and tokenizer in memory."""
+
+    template_errors = (jinja2.TemplateError,)  # what transformers' raise_exception() raises
 
     def __init__(self, spec: _Spec) -> None:
+        super().__init__()
         self.spec = spec
-        self.lock = threading.Lock()
         kwargs: dict[str, Any] = {"revision": spec.revision}
         if spec.gguf_file:
             kwargs["gguf_file"] = spec.gguf_file
@@ -115,26 +121,16 @@ class _Loaded:
         eos = self.model.generation_config.eos_token_id
         ids = eos if isinstance(eos, list) else [eos]
         self.stop_ids = {int(i) for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
-        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
-        self._constraints: SchemaConstraints | None = None
+        self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
 
-    @property
-    def constraints(self) -> SchemaConstraints:
-        if self._constraints is None:
-            from llguidance.hf import from_tokenizer
+    def tokenize_chat(self, chat: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
+        return ids
 
-            n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
-            self._constraints = SchemaConstraints(from_tokenizer(self.tokenizer, n_vocab=n_vocab), n_vocab)
-        return self._constraints
-
-    def prompt(self, messages: Sequence[Message]) -> str:
-        chat = [m.to_dict() for m in messages]
-        try:
-            text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        except Exception:
-            # Some templates reject the system role: fold it into the first user turn.
-            text = self.tokenizer.apply_chat_template(fold_system(chat), add_generation_prompt=True, tokenize=False)
-        return str(text)
+    def constraint_tokenizer(self) -> tuple[Any, int]:
+        n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
+        return from_tokenizer(self.tokenizer, n_vocab=n_vocab), n_vocab
 
     def _prefill(self, prompts: list[list[int]], prefix: _Prefix | None) -> tuple[Any, Any, _Prefix | None]:
         """Evaluate new rows' prompts: the model's output, the attention mask, and the shared prefix.
@@ -176,66 +172,46 @@ class _Loaded:
                             use_cache=True)  # fmt: skip
         return output, mask, prefix
 
-    def _choose(
-        self,
-        logits: Any,
-        constraints: list[TokenConstraint | None],
-        samplings: list[Sampling],
-        rngs: list[np.random.Generator | None],
-    ) -> list[int]:
+    def _choose(self, logits: Any, rows: list[DecodeRow]) -> list[int]:
         """The next token of every row: masks filled in parallel, greedy rows in one argmax."""
         logits = logits.float()
         allowed: npt.NDArray[np.bool_] | None = None
-        constrained = [(c, row) for row, c in enumerate(constraints) if c is not None]
+        constrained = [(row.constraint, k) for k, row in enumerate(rows) if row.constraint is not None]
         if constrained:
             n_vocab = logits.shape[1]
-            bitmask = np.full((len(constraints), (n_vocab + 31) // 32), -1, dtype=np.int32)
+            bitmask = np.full((len(rows), (n_vocab + 31) // 32), -1, dtype=np.int32)
             fill_masks(constrained, bitmask)
             allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, count=n_vocab, bitorder="little").view(np.bool_)
             if not allowed.any(axis=1).all():
                 raise BackendError("schema constraint allows no token at this point")
             logits = logits.masked_fill(~torch.from_numpy(allowed).to(logits.device), float("-inf"))
         chosen: list[int] = logits.argmax(dim=-1).tolist()
-        for row, rng in enumerate(rngs):
-            if rng is not None:
-                row_allowed = allowed[row] if allowed is not None and constraints[row] is not None else None
-                chosen[row] = choose_token(logits[row].cpu().numpy(), row_allowed, samplings[row], rng)
+        for k, row in enumerate(rows):
+            if row.rng is not None:
+                row_allowed = allowed[k] if allowed is not None and row.constraint is not None else None
+                chosen[k] = row.choose(logits[k].cpu().numpy(), row_allowed)
         return chosen
 
     @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerationRequest], batch_size: int) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], batch_size: int, seed: int) -> list[Generation]:
         """Generate for every request, at most ``batch_size`` rows at a time.
 
         Continuous batching: when a row finishes, the next waiting request is
         prefilled and joins the running batch at the following step, so the
         batch stays full instead of waiting for its longest row.
         """
-        tokenizer, device = self.tokenizer, self.spec.device
-        prompts = [tokenizer(self.prompt(r.messages), add_special_tokens=False)["input_ids"] for r in requests]
-        lengths = [len(p) for p in prompts]
-        for n in lengths:
-            if n >= self.max_context:
-                raise BackendError(
-                    f"the prompt is {n} tokens but the model's context holds {self.max_context}; shorten the input"
-                )
-        limits = [min(r.sampling.max_tokens, self.max_context - n) for r, n in zip(requests, lengths, strict=True)]
-        constraints: list[TokenConstraint | None] = [
-            self.constraints.start(r.schema) if r.schema is not None else None for r in requests
-        ]
-        rngs = [np.random.default_rng(r.sampling.seed) if r.sampling.temperature > 0 else None for r in requests]
-        outputs: list[list[int]] = [[] for _ in requests]
-        finish = ["length"] * len(requests)
-
-        waiting = deque(range(len(requests)))
+        device = self.spec.device
+        rows = [DecodeRow(r, self.prompt_tokens(r.messages), self, seed=seed) for r in requests]
+        waiting = deque(i for i, row in enumerate(rows) if not row.done)
         active: list[int] = []  # the request behind each row of the running batch
         cache: Any = None
         mask = logits = torch.empty(0)
         prefix: _Prefix | None = None
         reshapeable = False  # whether rows can join a running cache (known once the first cache exists)
-        while True:
+        while waiting or active:
             if waiting and len(active) < batch_size and (not active or reshapeable):  # fill the free rows
                 joining = [waiting.popleft() for _ in range(min(batch_size - len(active), len(waiting)))]
-                step, new_mask, prefix = self._prefill([prompts[i] for i in joining], prefix)
+                step, new_mask, prefix = self._prefill([rows[i].prompt for i in joining], prefix)
                 if active:
                     mask = _join_rows(cache, mask, step.past_key_values, new_mask)
                     logits = torch.cat([logits, step.logits[:, -1, :]])
@@ -243,46 +219,24 @@ class _Loaded:
                     cache, mask, logits = step.past_key_values, new_mask, step.logits[:, -1, :]
                     reshapeable = _reshapeable(cache)
                 active += joining
-            chosen = self._choose(logits, [constraints[i] for i in active], [requests[i].sampling for i in active],
-                                  [rngs[i] for i in active])  # fmt: skip
-            keep: list[int] = []  # rows still generating
-            for row, (i, token) in enumerate(zip(active, chosen, strict=True)):
-                if token in self.stop_ids:
-                    finish[i] = "stop"
-                    continue
-                outputs[i].append(token)
-                constraint = constraints[i]
-                if constraint is not None:
-                    constraint.consume(token)
-                    if constraint.finished():
-                        finish[i] = "stop"
-                        continue
-                if len(outputs[i]) < limits[i]:
-                    keep.append(row)
+            chosen = self._choose(logits, [rows[i] for i in active])
+            keep = [k for k, (i, token) in enumerate(zip(active, chosen, strict=True))
+                    if rows[i].accept(token, end_of_sequence=token in self.stop_ids)]  # fmt: skip
             if not keep:
                 active, cache = [], None
-                if waiting:
-                    continue
-                break
+                continue
             if len(keep) < len(active):  # finished rows leave the batch
                 index = torch.tensor(keep, device=device)
                 cache.batch_select_indices(index)
                 mask = _trim_padding(cache, mask[index]) if reshapeable else mask[index]
-                active = [active[row] for row in keep]
+                active = [active[k] for k in keep]
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = mask.sum(dim=1, keepdim=True) - 1
-            next_ids = torch.tensor([[outputs[i][-1]] for i in active], device=device)
+            next_ids = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
             step = self.model(input_ids=next_ids, attention_mask=mask, position_ids=positions,
                               past_key_values=cache, use_cache=True)  # fmt: skip
             cache, logits = step.past_key_values, step.logits[:, -1, :]
-        return [
-            Generation(
-                text=str(tokenizer.decode(out, skip_special_tokens=True)),
-                finish_reason=reason,
-                usage=Usage(n, len(out)),
-            )
-            for out, reason, n in zip(outputs, finish, lengths, strict=True)
-        ]
+        return [row.generation(str(self.tokenizer.decode(row.tokens, skip_special_tokens=True))) for row in rows]
 
 
 _MIN_SHARED = 16  # tokens; below this, evaluating a shared prefix separately does not pay
@@ -303,8 +257,6 @@ def _layers(cache: Any) -> list[Any]:
 
 def _reshapeable(cache: Any) -> bool:
     """Whether rows can join and padding be trimmed: plain growing layers (not sliding-window or linear ones)."""
-    from transformers.cache_utils import DynamicLayer
-
     return all(type(layer) is DynamicLayer for layer in _layers(cache))
 
 
@@ -334,11 +286,10 @@ def _trim_padding(cache: Any, mask: Any) -> Any:
     return mask[:, first:]
 
 
-_loaded: dict[_Spec, _Loaded] = {}
-_loaded_lock = threading.Lock()
+_models: ModelPool[_Spec, _Loaded] = ModelPool(_Loaded)
 
 
-class TransformersBackend:
+class TransformersBackend(BaseBackend):
     """Run tasks on a Hugging Face model in this process, batching rows together.
 
     Args:
@@ -350,6 +301,7 @@ class TransformersBackend:
         gguf_file: the GGUF file inside ``model`` when ``model`` is a directory.
         batch_size: how many rows ``Task.map`` sends at once.
         revision: the hub revision (a branch, tag or commit).
+        seed: the sampling seed for requests that carry none (tasks send theirs, 0 by default).
     """
 
     name = "transformers"
@@ -364,6 +316,7 @@ class TransformersBackend:
         gguf_file: str | None = None,
         batch_size: int = 8,
         revision: str | None = None,
+        seed: int = 0,
     ) -> None:
         source = str(model) if model is not None else str(default_model_path())
         path = Path(source).expanduser()
@@ -376,14 +329,12 @@ class TransformersBackend:
         chosen = _pick_device(device)
         self._spec = _Spec(source, gguf_file, chosen, _pick_dtype(dtype, chosen), revision)
         self.batch_size = max(1, batch_size)
+        self.seed = seed
         self._fingerprint: str | None = None
 
     @property
     def loaded(self) -> _Loaded:
-        with _loaded_lock:
-            if self._spec not in _loaded:
-                _loaded[self._spec] = _Loaded(self._spec)
-            return _loaded[self._spec]
+        return _models.get(self._spec)
 
     def fingerprint(self) -> str:
         """The model's identity (file content digest, or hub id and revision) and dtype."""
@@ -410,7 +361,7 @@ class TransformersBackend:
         loaded = self.loaded
         with loaded.lock:
             try:
-                return loaded.generate(requests, max(1, batch_size or self.batch_size))
+                return loaded.generate(requests, max(1, batch_size or self.batch_size), self.seed)
             except (torch.OutOfMemoryError, RuntimeError) as exc:
                 if _is_out_of_memory(exc):
                     raise _too_large(exc, self._spec) from None

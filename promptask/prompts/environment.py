@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -227,8 +228,6 @@ def _name(template: jinja2.Template) -> str:
 
 def referenced_templates(env: jinja2.Environment, source: str) -> Iterable[str]:
     """Names of templates that ``source`` extends, includes or imports (literal names only)."""
-    from jinja2 import meta
-
     return [name for name in meta.find_referenced_templates(env.parse(source)) if name]
 
 

@@ -21,8 +21,8 @@ from jinja2.exceptions import TemplateRuntimeError
 from jinja2.ext import Extension
 from jinja2.parser import Parser
 
-from promptask.backends.base import Message, Role
 from promptask.errors import TemplateError
+from promptask.types import Message, Role
 
 __all__ = ["MessageExtension", "split_messages"]
 

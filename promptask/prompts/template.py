@@ -17,10 +17,10 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 
-from promptask.backends.base import Message
 from promptask.errors import TaskDefinitionError
 from promptask.prompts.environment import environment, referenced_templates, render_text, search_path_of
 from promptask.prompts.messages import split_messages
+from promptask.types import Message
 
 __all__ = ["PromptTemplate"]
 

@@ -11,14 +11,12 @@ in ``promptask/prompts/builtin/``; each is available, typed (see
 
 from __future__ import annotations
 
-import functools
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptask.errors import TaskDefinitionError
+from promptask.tasks.catalog import BUILTIN_TASKS, builtin_task, builtin_task_names
 
 if TYPE_CHECKING:
-    # Typed for editors and type checkers; loaded lazily at run time by __getattr__ below.
+    # Typed for editors and type checkers; loaded on first use by __getattr__ below.
     from promptask.tasks.library import (
         answer_question,
         classify,
@@ -29,7 +27,6 @@ if TYPE_CHECKING:
         summarize,
         translate,
     )
-    from promptask.tasks.task import Task
 
 __all__ = [
     "BUILTIN_TASKS",
@@ -44,24 +41,6 @@ __all__ = [
     "summarize",
     "translate",
 ]
-
-BUILTIN_TASKS = Path(__file__).parent / "builtin"
-
-
-@functools.cache
-def builtin_task_names() -> list[str]:
-    """Names of the tasks that ship with promptask."""
-    return sorted(p.stem for p in BUILTIN_TASKS.glob("*.yaml"))
-
-
-def builtin_task(name: str) -> Task[..., Any]:
-    """A built-in task by name, typed as declared in :mod:`promptask.tasks.library`."""
-    if name not in builtin_task_names():
-        raise TaskDefinitionError(f"no built-in task named {name!r}; built-in tasks: {', '.join(builtin_task_names())}")
-    from promptask.tasks import library
-
-    task: Task[..., Any] = getattr(library, name)
-    return task
 
 
 def __getattr__(name: str) -> Any:

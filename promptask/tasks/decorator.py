@@ -14,16 +14,17 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar, overload
 
 from pydantic import ConfigDict, create_model
+from typing_extensions import Unpack
 
-from promptask.backends.base import Backend
 from promptask.errors import TaskDefinitionError
 from promptask.tasks.schema import camel_case
-from promptask.tasks.task import Task, Validator
+from promptask.tasks.spec import TaskOptions
+from promptask.tasks.task import Task
 
 __all__ = ["task"]
 
@@ -36,27 +37,14 @@ def task(fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 @overload
-def task(
-    *,
-    template: str | None = None,
-    system: str | None = None,
-    examples: Sequence[Mapping[str, Any]] = (),
-    retries: int = 2,
-    name: str | None = None,
-    version: str = "1",
-    backend: Backend | str | None = None,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
-    seed: int | None = 0,
-    top_p: float = 1.0,
-    validators: Sequence[Validator] = (),
-    format_instructions: bool | None = None,
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(*, name: str | None = None, **options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
 def task(
     fn: Callable[P, R] | None = None,
     /,
+    *,
+    name: str | None = None,
     **options: Any,
 ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Turn a function stub into a :class:`~promptask.Task`.
@@ -72,12 +60,12 @@ def task(
     see :class:`~promptask.Task` for every option.
     """
     if fn is not None:
-        return _build(fn, {})
-    return lambda f: _build(f, options)
+        return _build(fn, None, {})
+    return lambda f: _build(f, name, options)
 
 
-def _build(fn: Callable[P, R], options: dict[str, Any]) -> Task[P, R]:
-    name = options.pop("name", None) or fn.__name__
+def _build(fn: Callable[P, R], name: str | None, options: dict[str, Any]) -> Task[P, R]:
+    name = name or fn.__name__
     where = f"{getattr(fn, '__module__', '?')}.{fn.__qualname__}"
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -98,11 +86,11 @@ def _build(fn: Callable[P, R], options: dict[str, Any]) -> Task[P, R]:
     )
     module_file = getattr(sys.modules.get(fn.__module__), "__file__", None)
     search_path = [Path(module_file).parent, Path(module_file).parent / "prompts"] if module_file else []
+    options.setdefault("description", inspect.cleandoc(fn.__doc__ or ""))
     made: Task[P, R] = Task(
         name=name,
         input_model=input_model,
         output_type=hints["return"],
-        description=inspect.cleandoc(fn.__doc__ or ""),
         search_path=search_path,
         source=where,
         **options,

@@ -23,6 +23,7 @@ from typing import Literal, ParamSpec, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from promptask.tasks.catalog import BUILTIN_TASKS
 from promptask.tasks.loader import load_task
 from promptask.tasks.task import Task
 
@@ -111,8 +112,6 @@ class Generated(BaseModel):
 
 def _builtin(signature: Callable[P, R]) -> Task[P, R]:
     """The YAML task of the same name, answering in the signature's return type."""
-    from promptask.tasks import BUILTIN_TASKS
-
     task = load_task(BUILTIN_TASKS / f"{signature.__name__}.yaml")
     output = typing.get_type_hints(signature)["return"]
     return cast("Task[P, R]", task.with_options(output_type=output))

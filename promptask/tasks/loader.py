@@ -41,13 +41,13 @@ from pydantic import ConfigDict, Field, create_model
 from promptask.errors import TaskDefinitionError
 from promptask.tasks.dynamic import static_part
 from promptask.tasks.schema import camel_case, model_from_schema, parse_type, type_from_schema
+from promptask.tasks.spec import YAML_OPTIONS, TaskSpec
 from promptask.tasks.task import Task
 
 __all__ = ["load_task", "load_tasks", "task_from_mapping"]
 
-# Keys handed to Task unchanged; the others need reading first.
-_PASSTHROUGH = ("description", "system", "retries", "temperature", "max_tokens", "seed", "top_p", "format_instructions")
-_KEYS = {*_PASSTHROUGH, "name", "version", "inputs", "output", "template", "template_file", "examples", "checks"}
+# YAML_OPTIONS are handed to the spec unchanged; these need reading first.
+_KEYS = {*YAML_OPTIONS, "name", "version", "inputs", "output", "template", "template_file", "examples", "checks"}
 _JSON_TYPE_NAMES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
@@ -175,14 +175,14 @@ def task_from_mapping(
     search_path: list[Path] = []
     if base_dir is not None:
         search_path = [base_dir, base_dir.parent / "prompts"]
-    options = {k: data[k] for k in _PASSTHROUGH if k in data}
+    options: dict[str, Any] = {k: data[k] for k in YAML_OPTIONS if k in data}
     if "checks" in data:
         options["checks"] = data["checks"]
         options["checks_line"] = _block_offset(lines, "checks")
     if "version" in data:
         options["version"] = str(data["version"])
     try:
-        return Task(
+        spec = TaskSpec(
             name=name,
             input_model=input_model,
             output_type=output_type,
@@ -195,6 +195,7 @@ def task_from_mapping(
             template_line=template_line,
             **options,
         )
+        return Task.from_spec(spec)
     except TaskDefinitionError as exc:
         if exc.line is not None:
             raise

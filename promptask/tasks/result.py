@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
-from promptask.backends.base import SchemaEnforcement, Usage
+from promptask.types import SchemaEnforcement, Usage
 
 __all__ = ["Attempt", "TaskResult"]
 
@@ -88,6 +88,4 @@ def to_jsonable(value: Any) -> Any:
     """JSON data for an output value (pydantic models and enums included)."""
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json", by_alias=True)
-    from pydantic import TypeAdapter
-
     return TypeAdapter(type(value)).dump_python(value, mode="json")

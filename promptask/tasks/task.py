@@ -15,6 +15,10 @@ this constructor is the low-level route both of them take.
 ... )
 >>> sentiment("I love it", backend=ScriptedBackend(['{"answer": "positive"}']), cache=False)
 'positive'
+
+A task is a definition: it checks inputs, renders messages and checks answers,
+and hands each call to :mod:`promptask.tasks.runner` as a
+:class:`~promptask.tasks.prepared.PreparedCall`.
 """
 
 from __future__ import annotations
@@ -27,30 +31,27 @@ from pathlib import Path
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, cast, overload
 
 from pydantic import BaseModel, ValidationError
+from typing_extensions import Unpack
 
-from promptask.backends.base import Backend, Message, Sampling
+from promptask.backends.base import Backend, BackendInfo, BaseBackend
 from promptask.backends.registry import resolve_backend
 from promptask.config import CacheSetting, resolve_default_backend
 from promptask.errors import InputValidationError, PromptaskError, TaskDefinitionError, TemplateError
 from promptask.progress import Progress
 from promptask.prompts.template import PromptTemplate
-from promptask.tasks.dynamic import DynamicSchema, has_evals
+from promptask.tasks import runner
+from promptask.tasks.dynamic import DynamicSchema, has_evals, schema_digest
+from promptask.tasks.prepared import PreparedCall
 from promptask.tasks.result import TaskResult, to_jsonable
 from promptask.tasks.schema import ANSWER_FIELD, json_schema, output_model_for
+from promptask.tasks.spec import RESERVED_NAMES, TaskOptions, TaskSpec, Validator
+from promptask.types import Message, Sampling
 
 __all__ = ["RESERVED_NAMES", "Task", "Validator"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-Validator = Callable[[Any, Mapping[str, Any]], object]
-"""``validator(output, inputs)``: raise ``ValueError`` (or ``AssertionError``) to reject an output;
-the message is shown to the model, which tries again."""
-
-RESERVED_NAMES = frozenset({"backend", "cache", "task", "output_schema", "format_instructions"})
-"""Names no input may have: call options and the variables every template gets."""
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _TEMPLATE_FILE = re.compile(r"^[^\n{}]+\.(j2|jinja|jinja2|txt)$")
 
 FORMAT_INSTRUCTIONS = "Reply with one JSON object and nothing else. It must match this JSON Schema:\n{schema}"
@@ -94,6 +95,10 @@ class Task(Generic[P, R]):
             ``format_instructions`` itself.
         search_path: directories searched for template files, before
             ``./prompts`` and the built-in prompts.
+        source, template_line, checks_line: where the task was defined, so
+            errors can name the file and line.
+
+    Every option is declared once, in :class:`~promptask.tasks.spec.TaskSpec`.
     """
 
     def __init__(
@@ -102,86 +107,86 @@ class Task(Generic[P, R]):
         name: str,
         input_model: type[BaseModel],
         output_type: Any,
-        template: str | None = None,
-        template_file: str | None = None,
-        description: str = "",
-        system: str | None = None,
-        examples: Sequence[Mapping[str, Any]] = (),
-        retries: int = 2,
-        version: str = "1",
-        backend: Backend | str | None = None,
-        temperature: float = 0.0,
-        max_tokens: int = 512,
-        seed: int | None = 0,
-        top_p: float = 1.0,
-        validators: Sequence[Validator] = (),
-        checks: str | None = None,
         output_schema: Mapping[str, Any] | None = None,
-        format_instructions: bool | None = None,
         search_path: Sequence[str | Path] = (),
         source: str | None = None,
         template_line: int = 0,
         checks_line: int = 0,
+        **options: Unpack[TaskOptions],
     ) -> None:
-        self._spec = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
-        where = source or f"task {name!r}"
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise TaskDefinitionError(f"task name {name!r} must be letters, digits, '_' or '-'", source=source)
-        clash = sorted(RESERVED_NAMES & set(input_model.model_fields))
-        if clash:
-            raise TaskDefinitionError(f"input names {clash} are reserved; rename them", source=source)
-        _check_settings(retries=retries, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                        source=source)  # fmt: skip
-        if template is not None and template_file is not None:
-            raise TaskDefinitionError("give either template or template_file, not both", source=source)
+        spec = TaskSpec(
+            name=name,
+            input_model=input_model,
+            output_type=output_type,
+            output_schema=output_schema,
+            search_path=search_path,
+            source=source,
+            template_line=template_line,
+            checks_line=checks_line,
+            **options,
+        )
+        self._build(spec)
 
-        self.name = name
-        self.description = description.strip()
-        self.system = system
-        self.retries = retries
-        self.version = str(version)
-        self.backend = backend
-        self.sampling = Sampling(temperature=temperature, max_tokens=max_tokens, seed=seed, top_p=top_p)
-        self.validators = tuple(validators)
-        self.input_model = input_model
-        self.output_model, self._wrapped = output_model_for(output_type, name=name)
-        self.output_type = output_type
+    @classmethod
+    def from_spec(cls, spec: TaskSpec) -> Task[..., Any]:
+        """The task a checked :class:`TaskSpec` describes."""
+        task: Task[..., Any] = cls.__new__(cls)
+        task._build(spec)
+        return task
+
+    def _build(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.description = spec.description.strip()
+        self.system = spec.system
+        self.retries = spec.retries
+        self.version = spec.version
+        self.backend = spec.backend
+        self.sampling: Sampling = spec.sampling
+        self.validators = tuple(spec.validators)
+        self.input_model = spec.input_model
+        self.output_type = spec.output_type
+        self.output_model, self._wrapped = output_model_for(spec.output_type, name=spec.name)
         self._schema = json_schema(self.output_model)
         self.schema: Mapping[str, Any] = self._schema
         """The output JSON Schema, shared with every request: treat it as read-only
         (:meth:`json_schema` returns a copy you may change)."""
         self._schema_text = json.dumps(self._schema, ensure_ascii=False)
         self._format_text = FORMAT_INSTRUCTIONS.format(schema=self._schema_text)
-
-        dirs = [*search_path, Path.cwd() / "prompts"]
-        if template_file is not None or (template is not None and is_template_file(template)):
-            try:
-                self.template = PromptTemplate.from_file(str(template_file or template).strip(), search_path=dirs)
-            except TaskDefinitionError as exc:
-                key = "template_file" if template_file is not None else "template"
-                raise TaskDefinitionError(exc.message, source=source, path=(key,)) from None
-        else:
-            text = template if template is not None else self._default_template()
-            self.template = PromptTemplate.from_string(
-                text, search_path=dirs, origin=source or "<inline>", line_offset=template_line
-            )
-        if format_instructions is None:
-            format_instructions = not ({"output_schema", "format_instructions"} & self.template.variables)
-        self.format_instructions = format_instructions
+        self.template = self._template(spec)
+        self.format_instructions = (
+            spec.format_instructions
+            if spec.format_instructions is not None
+            else not ({"output_schema", "format_instructions"} & self.template.variables)
+        )
+        dirs = self.template.search_path
+        origin = spec.source or "<checks>"
         self._checks = (
-            PromptTemplate.from_string(checks, search_path=dirs, origin=source or "<checks>", line_offset=checks_line)
-            if checks
+            PromptTemplate.from_string(spec.checks, search_path=dirs, origin=origin, line_offset=spec.checks_line)
+            if spec.checks
             else None
         )
         self._dynamic = None
-        if output_schema is not None and has_evals(output_schema):
+        if spec.output_schema is not None and has_evals(spec.output_schema):
             try:
-                self._dynamic = DynamicSchema(output_schema, search_path=self.template.search_path)
+                self._dynamic = DynamicSchema(spec.output_schema, search_path=dirs)
             except TaskDefinitionError as exc:
-                raise TaskDefinitionError(exc.message, source=source, path=("output",)) from None
-
-        self._example_turns = tuple(self._example_messages(examples, where))
+                raise spec.error(exc.message, "output") from None
+        self._example_turns = tuple(self._example_messages(spec.examples))
         self.digest = self._compute_digest()
+
+    def _template(self, spec: TaskSpec) -> PromptTemplate:
+        dirs = [*spec.search_path, Path.cwd() / "prompts"]
+        named = spec.template_file or (spec.template if spec.template and is_template_file(spec.template) else None)
+        if named is not None:
+            try:
+                return PromptTemplate.from_file(named.strip(), search_path=dirs)
+            except TaskDefinitionError as exc:
+                raise spec.error(exc.message, "template_file" if spec.template_file else "template") from None
+        text = spec.template if spec.template is not None else self._default_template()
+        return PromptTemplate.from_string(
+            text, search_path=dirs, origin=spec.source or "<inline>", line_offset=spec.template_line
+        )
 
     # ------------------------------------------------------------------ inspection
 
@@ -200,14 +205,18 @@ class Task(Generic[P, R]):
         return list(self.messages_for(self.validate_inputs(args, inputs)))
 
     def with_options(self, **changes: Any) -> Task[P, R]:
-        """A copy of this task with some constructor arguments changed.
+        """A copy of this task with some options changed.
 
         >>> import promptask
         >>> creative = promptask.tasks.sentiment.with_options(temperature=0.8, retries=0)
         >>> creative.sampling.temperature, creative.retries
         (0.8, 0)
         """
-        return Task(**{**self._spec, **changes})
+        try:
+            spec = self.spec.replace(**changes)
+        except TypeError as exc:
+            raise TaskDefinitionError(f"with_options: {exc}", source=self.spec.source) from None
+        return cast("Task[P, R]", Task.from_spec(spec))
 
     def __repr__(self) -> str:
         fields = ", ".join(self.input_model.model_fields)
@@ -215,9 +224,25 @@ class Task(Generic[P, R]):
 
     # ------------------------------------------------------------------ calling
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+    @overload
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def __call__(
+        self, *args: Any, backend: Backend | str | None, cache: CacheSetting | None = ..., **inputs: Any
+    ) -> R: ...
+
+    @overload
+    def __call__(self, *args: Any, cache: CacheSetting | None, **inputs: Any) -> R: ...
+
+    # The overloads give the task's own signature, and the same call with the call options
+    # (`backend=`, `cache=`: names no input may take) for type checkers; a ParamSpec cannot
+    # carry extra keyword arguments.
+    def __call__(  # type: ignore[misc]
+        self, *args: Any, backend: Backend | str | None = None, cache: CacheSetting | None = None, **inputs: Any
+    ) -> R:
         """Run the task and return its validated output."""
-        return self.run(*args, **cast("dict[str, Any]", kwargs)).output
+        return self.run(*args, backend=backend, cache=cache, **inputs).output
 
     def run(
         self,
@@ -227,10 +252,9 @@ class Task(Generic[P, R]):
         **inputs: Any,
     ) -> TaskResult[R]:
         """Run the task; the result has the output, raw text, attempts, usage and timing."""
-        from promptask.tasks.loop import run_sync
-
         validated = self.validate_inputs(args, inputs)
-        return run_sync(self, validated, self.resolve_backend(backend), cache)
+        chosen = self.resolve_backend(backend)
+        return runner.run(self.prepare(validated, chosen.info()), chosen, cache)
 
     async def arun(
         self,
@@ -239,11 +263,10 @@ class Task(Generic[P, R]):
         cache: CacheSetting | None = None,
         **inputs: Any,
     ) -> TaskResult[R]:
-        """Async :meth:`run`: uses the backend's ``agenerate`` when it has one, else a thread."""
-        from promptask.tasks.loop import run_async
-
+        """Async :meth:`run`: awaits the backend's ``agenerate`` (a worker thread for backends without async I/O)."""
         validated = self.validate_inputs(args, inputs)
-        return await run_async(self, validated, self.resolve_backend(backend), cache)
+        chosen = self.resolve_backend(backend)
+        return await runner.arun(self.prepare(validated, chosen.info()), chosen, cache)
 
     @overload
     def map(
@@ -287,8 +310,8 @@ class Task(Generic[P, R]):
         Args:
             inputs: one mapping of input name to value per call.
             concurrency: calls in flight at once (default: what the backend suggests).
-            batch_size: rows per batch, for backends that generate in batches
-                (default: the backend's ``batch_size``).
+            batch_size: rows decoded together, for backends that batch (default:
+                the backend's ``batch_size``); other backends get plain calls.
             progress: show progress on standard error.
             on_error: ``"raise"`` validates every row first, then raises the
                 first failure; ``"return"`` puts the error in that row's place.
@@ -338,18 +361,14 @@ class Task(Generic[P, R]):
 
         :func:`promptask.batch.run_file` does this for a JSONL or CSV file, with resume.
         """
-        from promptask.backends.base import describe
-        from promptask.tasks.concurrent import run_many
-
         chosen = self.resolve_backend(backend)
-        info = describe(chosen)
-        workers = max(1, concurrency or info.concurrency)
-        batch = max(1, batch_size or info.batch_size) if info.batch_size > 1 or batch_size else 1
-        return run_many(self, enumerate(inputs), chosen, concurrency=workers, batch_size=batch, cache=cache)
+        return runner.stream(
+            self, enumerate(inputs), chosen, concurrency=concurrency, batch_size=batch_size, cache=cache
+        )
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ preparing a call
 
-    def resolve_backend(self, backend: Backend | str | None) -> Backend:
+    def resolve_backend(self, backend: Backend | str | None) -> BaseBackend:
         """The backend a call uses: the argument, else the task's own, else the process default."""
         if backend is not None:
             return resolve_backend(backend)
@@ -383,6 +402,24 @@ class Task(Generic[P, R]):
                     message = f"unknown input (this task takes: {', '.join(names) or 'no inputs'})"
                 problems.append((f"{prefix}{field}", message))
             raise InputValidationError(self.name, problems) from None
+
+    def prepare(self, inputs: BaseModel, backend: BackendInfo | None = None) -> PreparedCall[R]:
+        """The call for validated inputs: messages, this call's schema, sampling, digest and output check."""
+        schema = self.request_schema(inputs)
+        digest = self.digest if schema is self.schema else f"{self.digest}:{schema_digest(schema)}"
+        return PreparedCall(
+            task=self.name,
+            messages=self.messages_for(inputs),
+            schema=schema,
+            sampling=self.sampling,
+            retries=self.retries,
+            digest=digest,
+            check=self._checker(inputs),
+        )
+
+    def prepare_row(self, row: Mapping[str, Any], *, label: str, backend: BackendInfo) -> PreparedCall[R]:
+        """:meth:`prepare` for one row of a batch (input errors name ``label``)."""
+        return self.prepare(self.validate_inputs((), dict(row), row_label=label), backend)
 
     def messages_for(self, inputs: BaseModel) -> tuple[Message, ...]:
         """Render the messages for validated inputs: system, few-shot turns, then the request."""
@@ -422,6 +459,13 @@ class Task(Generic[P, R]):
                 raise ValueError(" ".join(problem.split()))
         return model, value
 
+    def _checker(self, inputs: BaseModel) -> Callable[[Any], tuple[Any, R]]:
+        def check(data: Any) -> tuple[Any, R]:
+            model, value = self.check_output(data, inputs)
+            return model.model_dump(mode="json", by_alias=True), value
+
+        return check
+
     def _variables(self, inputs: BaseModel) -> dict[str, Any]:
         return {
             **dict(inputs),
@@ -446,7 +490,8 @@ class Task(Generic[P, R]):
             lines.append("Answer.")
         return "\n".join(lines)
 
-    def _example_messages(self, examples: Sequence[Mapping[str, Any]], where: str) -> list[Message]:
+    def _example_messages(self, examples: Sequence[Mapping[str, Any]]) -> list[Message]:
+        where = self.spec.source or f"task {self.name!r}"
         turns: list[Message] = []
         for i, example in enumerate(examples):
 
@@ -488,27 +533,6 @@ class Task(Generic[P, R]):
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _check_settings(
-    *, retries: Any, max_tokens: Any, temperature: Any, top_p: Any, seed: Any, source: str | None
-) -> None:
-    def integer(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    def number(value: Any) -> bool:
-        return integer(value) or isinstance(value, float)
-
-    checks = [
-        ("retries", retries, integer(retries) and retries >= 0, "an integer >= 0"),
-        ("max_tokens", max_tokens, integer(max_tokens) and max_tokens >= 1, "an integer >= 1"),
-        ("temperature", temperature, number(temperature) and temperature >= 0, "a number >= 0"),
-        ("top_p", top_p, number(top_p) and 0 < top_p <= 1, "a number in (0, 1]"),
-        ("seed", seed, seed is None or integer(seed), "an integer or null"),
-    ]
-    for key, value, ok, expected in checks:
-        if not ok:
-            raise TaskDefinitionError(f"{key} must be {expected}, got {value!r}", source=source, path=(key,))
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
