@@ -40,12 +40,22 @@ class Message:
 
 @dataclass(frozen=True, slots=True)
 class Sampling:
-    """Sampling settings.  ``temperature=0`` means greedy decoding."""
+    """Sampling settings.  ``temperature=0`` means greedy decoding.
+
+    ``repeat_penalty`` (above 1) and ``frequency_penalty`` (above 0) discourage
+    tokens an answer has already used inside its string values: the first
+    divides a repeated token's positive logit (and multiplies a negative one)
+    by the penalty, the second subtracts the penalty once per earlier use.
+    Local backends apply them while decoding; servers get them as request
+    parameters.
+    """
 
     temperature: float = 0.0
     max_tokens: int = 512
     seed: int | None = 0
     top_p: float = 1.0
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -53,6 +63,8 @@ class Sampling:
             "max_tokens": self.max_tokens,
             "seed": self.seed,
             "top_p": self.top_p,
+            "repeat_penalty": self.repeat_penalty,
+            "frequency_penalty": self.frequency_penalty,
         }
 
 
@@ -105,11 +117,13 @@ class Usage:
 class Generation:
     """What a backend returns.
 
-    ``finish_reason`` is ``"stop"`` for a finished answer and ``"length"`` when
-    the token limit cut it off.  ``timings`` holds backend-specific durations in
-    seconds (for example ``{"prompt_s": 0.1, "decode_s": 0.4}``).
-    ``schema_enforcement`` says how this answer was held to the schema, when
-    that can differ from the backend's usual way (a server that fell back).
+    ``finish_reason`` is ``"stop"`` for a finished answer, ``"length"`` when
+    the token limit cut it off, and ``"repetition"`` when the backend stopped a
+    degenerate loop early; ``note`` then says where (``"repetition loop in field
+    summary"``).  ``timings`` holds backend-specific durations in seconds (for
+    example ``{"prompt_s": 0.1, "decode_s": 0.4}``).  ``schema_enforcement`` says
+    how this answer was held to the schema, when that can differ from the
+    backend's usual way (a server that fell back).
     """
 
     text: str
@@ -117,6 +131,7 @@ class Generation:
     usage: Usage = field(default_factory=Usage)
     timings: Mapping[str, float] = field(default_factory=dict)
     schema_enforcement: SchemaEnforcement | None = None
+    note: str = ""
 
 
 class SchemaEnforcement(str, enum.Enum):

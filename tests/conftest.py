@@ -2,11 +2,14 @@
 
 Tests that load a model or start a server are marked ``slow``, and only those;
 :func:`slow_means_model_or_server` fails an unmarked test that uses a model in
-this process or opens a listening socket, so the mark cannot drift.
+this process or opens a listening socket, and ``tests/guard/sitecustomize.py``
+makes a model load fail in any Python subprocess such a test starts, so the
+mark cannot drift.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +40,9 @@ def cache_dir(isolated: Path) -> Path:
     return isolated
 
 
+GUARD = str(Path(__file__).parent / "guard")
+
+
 @pytest.fixture(autouse=True)
 def slow_means_model_or_server(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     if request.node.get_closest_marker("slow") is not None:
@@ -55,6 +61,8 @@ def slow_means_model_or_server(request: pytest.FixtureRequest, monkeypatch: pyte
 
     monkeypatch.setattr(ModelPool, "get", model)
     monkeypatch.setattr(socket.socket, "listen", server)
+    monkeypatch.setenv("PROMPTASK_TEST_UNMARKED", "1")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([GUARD, *filter(None, [os.environ.get("PYTHONPATH")])]))
     yield
     if used:
         pytest.fail(f"this test {used[0]}: mark it @pytest.mark.slow (and keep unmarked tests model- and server-free)")

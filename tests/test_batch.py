@@ -123,6 +123,7 @@ def test_repeated_ids_are_refused(tmp_path: Path) -> None:
         run(tmp_path, '{"id": "x", "text": "a"}\n{"id": "x", "text": "b"}\n')
 
 
+@pytest.mark.slow  # the batch runs on the default model
 def test_kill_9_mid_batch_then_rerun_gives_each_row_exactly_once(tmp_path: Path) -> None:
     rows = 40
     source = tmp_path / "reviews.jsonl"

@@ -25,6 +25,17 @@ def test_default_model_is_found_without_importing_its_package() -> None:
     assert out.stdout.strip().endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
+def test_backend_classes_are_in_promptask_backends_and_load_their_dependencies_on_first_use() -> None:
+    code = (
+        "import sys, promptask, promptask.backends as b\n"
+        "heavy = lambda: sorted(m for m in ('torch', 'transformers', 'httpx', 'llama_cpp') if m in sys.modules)\n"
+        "print(heavy(), b.OpenAIBackend.__name__, heavy(), b.TransformersBackend.__name__, heavy())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["[]", "OpenAIBackend", "['httpx']", "TransformersBackend", "['httpx',", "'torch',",
+                                  "'transformers']"]  # fmt: skip
+
+
 def test_llamacpp_missing_model_file_names_the_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope.gguf"
     with pytest.raises(BackendError, match=f"model file not found: {missing}"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import json
 import textwrap
 from pathlib import Path
 from typing import Literal
@@ -167,7 +168,9 @@ def write(folder: Path, name: str, text: str) -> Path:
 def test_yaml_task_matches_the_decorated_one(tmp_path: Path) -> None:
     loaded = promptask.load_task(write(tmp_path, "triage.yaml", TRIAGE_YAML))
     inputs = {"ticket": "Refund please", "teams": ["web", "billing"]}
-    assert loaded.render(**inputs) == triage.render(**inputs)
+    from_file, from_code = loaded.render(**inputs), triage.render(**inputs)
+    assert from_file[1:] == from_code[1:]  # each system message shows its own schema, as declared
+    assert json.loads(from_file[0].content.split("\n", 1)[1]) == loaded.json_schema()
     reply = {"team": "billing", "urgent": False, "tags": ["refund"]}
     from_yaml = loaded(**inputs, backend=ScriptedBackend([reply]))
     from_python = triage(**inputs, backend=ScriptedBackend([reply]))
@@ -180,10 +183,11 @@ def test_yaml_schema_validation_is_faithful(tmp_path: Path) -> None:
     backend = ScriptedBackend([*bad, {"team": "web", "urgent": True}])
     result = loaded.with_options(retries=3).run(ticket="x", backend=backend, cache=False)
     assert [a.error is not None for a in result.attempts] == [True, True, True, False]
-    errors = " | ".join(a.error or "" for a in result.attempts)
-    assert "team: Input should be 'web' or 'billing'" in errors
-    assert "urgent: Field required" in errors
-    assert "tags: List should have at most 3 items" in errors
+    errors = [a.error or "" for a in result.attempts]
+    assert errors[0] == 'team: "ops" is not one of "web" or "billing"'
+    assert errors[1] == '"urgent" is a required property'
+    assert errors[2] == 'tags: ["a","b","c","d"] has more than 3 items'
+    assert result.output.model_dump() == {"team": "web", "urgent": True}  # no "tags": null added
 
 
 def test_template_file_is_found_beside_the_yaml_then_in_prompts(tmp_path: Path) -> None:
@@ -215,7 +219,7 @@ def test_user_template_can_extend_a_builtin_one(tmp_path: Path) -> None:
         ("name: x\noutput: str\ninputs:\n  a: strr\n", 4, "unknown type 'strr'"),
         ("name: x\noutput: str\ntemplat: hi\n", 3, "unknown key 'templat'"),
         ("name: x\ninputs: {a: str}\noutput: str\ntemplate: |\n  fine\n  {{ a }\n", 6, "template syntax error"),
-        ("name: x\noutput:\n  type: object\n  properties: {a: {type: strin}}\n", 2, "unknown JSON Schema type"),
+        ("name: x\noutput:\n  type: object\n  properties: {a: {type: strin}}\n", 4, "unknown JSON Schema type 'strin'"),
         ("name: x\ninputs: {a: str}\noutput: str\nexamples:\n  - input: {a: 1}\n", 5, "example 0"),
         ("inputs: {a: str}\n", 1, "missing required key 'name'"),
         ("name: x\noutput: str\nretries: 2\ntemperature: hot\n", 4, "temperature must be a number >= 0, got 'hot'"),

@@ -110,7 +110,6 @@ concurrency=1, batch_size=1, native_async=False, context_tokens=None)
     name: str = ""
     batch_size: int = 1
     native_async: bool = False
-    context_tokens: int | None = None
 
     # Properties, so a backend may set a class attribute or compute the value (a server steps down).
     @property
@@ -120,6 +119,10 @@ concurrency=1, batch_size=1, native_async=False, context_tokens=None)
     @property
     def concurrency(self) -> int:
         return 1
+
+    @property
+    def context_tokens(self) -> int | None:
+        return None
 
     def generate(self, request: GenerationRequest) -> Generation:
         raise NotImplementedError(f"{type(self).__name__} does not implement generate(request)")
@@ -151,6 +154,8 @@ concurrency=1, batch_size=1, native_async=False, context_tokens=None)
 
 class _Adapted(BaseBackend):
     """A plain object with ``generate``, seen through the :class:`BaseBackend` contract."""
+
+    context_tokens: int | None = None
 
     def __init__(self, backend: Any) -> None:
         self.wrapped = backend

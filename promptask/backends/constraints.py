@@ -16,15 +16,21 @@ cannot wander off into newlines, and every token goes to content.
 
 llguidance never raises on a schema it cannot handle; its matcher enters an
 error state instead, which is checked here and raised as
-:class:`~promptask.BackendError`.
+:class:`~promptask.BackendError`.  One kind of schema is handled rather than
+refused: a ``pattern`` the engine cannot enforce (look-around, for one) is
+left out of the decoding schema, so that field is decoded without it; the
+output is still validated against the full schema, and a warning names the
+field once per process.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
 import time
+import warnings
 from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -34,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from promptask.errors import BackendError
+from promptask.schemas.decoding import subschemas
 from promptask.types import Sampling
 
 __all__ = ["COMPILED_SCHEMAS", "SchemaConstraints", "TokenConstraint", "choose_token", "fill_masks"]
@@ -138,15 +145,53 @@ class SchemaConstraints:
 
     def _compile(self, schema_json: str) -> llguidance.LLMatcher:
         started = time.perf_counter()
-        try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_json, defaults=COMPILE_OPTIONS)
-        except ValueError as exc:
-            raise BackendError(f"the output schema is not valid JSON Schema: {exc}") from None
-        matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+        matcher = self._matcher(schema_json)
+        if matcher.is_error() and "regex" in matcher.get_error():
+            matcher = self._matcher(json.dumps(without_unenforceable_patterns(json.loads(schema_json), self)))
         if matcher.is_error():
             raise BackendError(f"the output schema cannot be enforced while decoding: {matcher.get_error()}")
         self.compile_seconds.append(time.perf_counter() - started)
         return matcher
+
+    def _matcher(self, schema_json: str) -> llguidance.LLMatcher:
+        try:
+            grammar = llguidance.LLMatcher.grammar_from_json_schema(schema_json, defaults=COMPILE_OPTIONS)
+        except ValueError as exc:
+            raise BackendError(f"the output schema is not valid JSON Schema: {exc}") from None
+        return llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
+
+    def enforceable(self, pattern: str) -> bool:
+        """Whether decoding can follow ``pattern``."""
+        return not self._matcher(json.dumps({"type": "string", "pattern": pattern})).is_error()
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def without_unenforceable_patterns(schema: Any, constraints: SchemaConstraints) -> Any:
+    """``schema`` without the patterns decoding cannot follow; each one's field is named in a warning, once."""
+    tree = copy.deepcopy(schema)
+
+    def visit(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and not constraints.enforceable(pattern):
+            del node["pattern"]
+            if (pattern, path) not in _warned:
+                _warned.add((pattern, path))
+                warnings.warn(
+                    f"field {path or '(the answer)'}: its pattern {pattern!r} cannot be enforced while decoding "
+                    "(look-around is not supported); it is decoded without it and validated afterwards",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+        for keys, sub in subschemas(node):
+            name = str(keys[-1]) if keys[0] == "properties" else ""
+            visit(sub, f"{path}.{name}".strip(".") if name else path)
+
+    visit(tree, "")
+    return tree
 
 
 def choose_token(

@@ -113,6 +113,9 @@ class _Model(LocalModel):
         added_special = bool(getattr(formatted, "added_special", False))
         return self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not added_special, special=True)
 
+    def piece(self, token: int) -> str:
+        return self.llama.detokenize([token]).decode("utf-8", errors="ignore")
+
     def constraint_tokenizer(self) -> tuple[Any, int]:
         with warnings.catch_warnings():
             # The bridge calls llama_token_get_attr, deprecated in llama-cpp-python; not ours to fix.
@@ -172,6 +175,7 @@ class LlamaCppBackend(BaseBackend):
 
     name = "llamacpp"
     schema_enforcement = SchemaEnforcement.TOKENS
+    context_tokens: int | None = None
 
     def __init__(
         self,

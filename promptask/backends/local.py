@@ -12,8 +12,10 @@ request and the logits, and between the logits and the
   check, and its schema compiler, made on first use;
 * :class:`DecodeRow`: one request being decoded: its constraint, its
   sampler (greedy, or seeded when ``temperature > 0``; a request without a
-  seed gets the backend's), its token limit, the tokens so far and why it
-  stopped.
+  seed gets the backend's), its repetition penalties, its token limit, the
+  tokens so far and why it stopped.  A row with a schema watches its JSON as
+  it grows (:mod:`promptask.backends.repetition`) and stops as soon as a
+  string value falls into a loop, instead of writing it to the token limit.
 """
 
 from __future__ import annotations
@@ -28,10 +30,14 @@ import numpy as np
 import numpy.typing as npt
 
 from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
+from promptask.backends.repetition import JsonWatch
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, Sampling, Usage
 
-__all__ = ["DecodeRow", "LocalModel", "ModelPool", "fold_system"]
+__all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system"]
+
+PENALTY_WINDOW = 64
+"""The most recent tokens written inside string values that the repetition penalties look at."""
 
 K = TypeVar("K", bound=Hashable)
 M = TypeVar("M", bound="LocalModel")
@@ -52,6 +58,18 @@ class LocalModel:
         self.lock = threading.Lock()
         self._constraints: SchemaConstraints | None = None
         self._constraints_lock = threading.Lock()
+        self._pieces: dict[int, str] = {}
+
+    def token_text(self, token: int) -> str:
+        """The text of one token (remembered: the same few thousand tokens recur)."""
+        text = self._pieces.get(token)
+        if text is None:
+            text = self._pieces[token] = self.piece(token)
+        return text
+
+    def piece(self, token: int) -> str:
+        """The text one token decodes to, on its own."""
+        raise NotImplementedError
 
     def tokenize_chat(self, chat: list[dict[str, str]]) -> list[int]:
         """The prompt tokens for these chat messages, ending with the assistant's turn."""
@@ -138,14 +156,19 @@ class DecodeRow:
     ) -> None:
         sampling = request.sampling
         self.sampling: Sampling = sampling if sampling.seed is not None else replace(sampling, seed=seed)
+        self.model = model
         self.prompt = list(prompt)
         self.limit = min(sampling.max_tokens, model.context - len(self.prompt))
         self.constraint: TokenConstraint | None = (
             model.constraints.start(request.schema) if request.schema is not None else None
         )
+        self.watch = JsonWatch() if request.schema is not None else None
         self.rng = np.random.default_rng(self.sampling.seed) if sampling.temperature > 0 else None
+        self.penalized = sampling.repeat_penalty != 1.0 or sampling.frequency_penalty != 0.0
+        self.in_strings: list[int] = []  # tokens written inside string values, for the penalties
         self.tokens: list[int] = []
         self.finish: str | None = None if self.limit > 0 else "length"
+        self.note = ""
 
     @property
     def done(self) -> bool:
@@ -155,9 +178,20 @@ class DecodeRow:
         """Which tokens the schema allows next (``None``: any)."""
         return self.constraint.allowed() if self.constraint is not None else None
 
+    def penalize(self, logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``logits`` with this row's repetition penalties applied (a copy; the input is left as it is)."""
+        if not self.penalized or not self.in_strings:
+            return logits
+        ids, counts = np.unique(np.asarray(self.in_strings[-PENALTY_WINDOW:]), return_counts=True)
+        out: npt.NDArray[np.float32] = np.array(logits, dtype=np.float32)
+        scores = out[ids]
+        penalty = self.sampling.repeat_penalty
+        out[ids] = np.where(scores > 0, scores / penalty, scores * penalty) - self.sampling.frequency_penalty * counts
+        return out
+
     def choose(self, logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_] | None) -> int:
-        """The next token: greedy, or sampled with this row's seeded generator."""
-        return choose_token(logits, allowed, self.sampling, self.rng)
+        """The next token: greedy, or sampled with this row's seeded generator, after the penalties."""
+        return choose_token(self.penalize(logits), allowed, self.sampling, self.rng)
 
     def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
         """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
@@ -169,20 +203,22 @@ class DecodeRow:
         if end_of_sequence:
             self.finish = "stop"
             return []
-        self.tokens.append(token)
         step = [token]
+        if self.watch is not None and self.watch.in_value_string:
+            self.in_strings.append(token)
         if self.constraint is not None:
             self.constraint.consume(token)
-            if self.constraint.finished():
-                self.finish = "stop"
+            if not self.constraint.finished() and take_forced:
+                step += self.constraint.forced()[: max(0, self.limit - len(self.tokens) - 1)]
+        self.tokens += step
+        if self.watch is not None:
+            problem = self.watch.feed("".join(self.model.token_text(t) for t in step))
+            if problem:
+                self.finish, self.note = "repetition", problem
                 return []
-            if take_forced:
-                forced = self.constraint.forced()[: max(0, self.limit - len(self.tokens))]
-                self.tokens += forced
-                step += forced
-                if self.constraint.finished():
-                    self.finish = "stop"
-                    return []
+        if self.constraint is not None and self.constraint.finished():
+            self.finish = "stop"
+            return []
         if len(self.tokens) >= self.limit:
             self.finish = "length"
             return []
@@ -196,4 +232,5 @@ class DecodeRow:
             finish_reason=self.finish or "length",
             usage=Usage(len(self.prompt), len(self.tokens), cached_tokens),
             timings=dict(timings or {}),
+            note=self.note,
         )

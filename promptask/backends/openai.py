@@ -214,6 +214,10 @@ class OpenAIBackend(BaseBackend):
         }
         if sampling.seed is not None:
             body["seed"] = sampling.seed
+        if sampling.frequency_penalty:
+            body["frequency_penalty"] = sampling.frequency_penalty
+        if sampling.repeat_penalty != 1.0:
+            body["repeat_penalty"] = sampling.repeat_penalty  # llama.cpp's server name for it
         form = response_format or self._format
         if request.schema is not None and form != "text":
             schema = dict(request.schema)

@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.constraints import fill_masks
+from promptask.backends.constraints import choose_token, fill_masks
 from promptask.backends.local import DecodeRow, LocalModel, ModelPool
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError, ConfigurationError
@@ -128,6 +128,9 @@ class _Loaded(LocalModel):
         ids: list[int] = self.tokenizer(str(text), add_special_tokens=False)["input_ids"]
         return ids
 
+    def piece(self, token: int) -> str:
+        return str(self.tokenizer.decode([token]))
+
     def constraint_tokenizer(self) -> tuple[Any, int]:
         n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         return from_tokenizer(self.tokenizer, n_vocab=n_vocab), n_vocab
@@ -175,6 +178,9 @@ class _Loaded(LocalModel):
     def _choose(self, logits: Any, rows: list[DecodeRow]) -> list[int]:
         """The next token of every row: masks filled in parallel, greedy rows in one argmax."""
         logits = logits.float()
+        for k, row in enumerate(rows):
+            if row.penalized and row.in_strings:
+                logits[k] = torch.from_numpy(row.penalize(logits[k].cpu().numpy())).to(logits.device)
         allowed: npt.NDArray[np.bool_] | None = None
         constrained = [(row.constraint, k) for k, row in enumerate(rows) if row.constraint is not None]
         if constrained:
@@ -189,7 +195,7 @@ class _Loaded(LocalModel):
         for k, row in enumerate(rows):
             if row.rng is not None:
                 row_allowed = allowed[k] if allowed is not None and row.constraint is not None else None
-                chosen[k] = row.choose(logits[k].cpu().numpy(), row_allowed)
+                chosen[k] = choose_token(logits[k].cpu().numpy(), row_allowed, row.sampling, row.rng)
         return chosen
 
     @torch.inference_mode()
@@ -331,10 +337,27 @@ class TransformersBackend(BaseBackend):
         self.batch_size = max(1, batch_size)
         self.seed = seed
         self._fingerprint: str | None = None
+        self._context: int | None = None
 
     @property
     def loaded(self) -> _Loaded:
         return _models.get(self._spec)
+
+    @property
+    def context_tokens(self) -> int | None:
+        """The model's context length, from its configuration (the weights need not be loaded)."""
+        if self._context is None:
+            spec = self._spec
+            kwargs: dict[str, Any] = {
+                "revision": spec.revision,
+                **({"gguf_file": spec.gguf_file} if spec.gguf_file else {}),
+            }
+            try:
+                config = transformers.AutoConfig.from_pretrained(spec.source, **kwargs)
+            except (OSError, ValueError):
+                return None
+            self._context = int(getattr(config, "max_position_embeddings", 0) or 0) or None
+        return self._context
 
     def fingerprint(self) -> str:
         """The model's identity (file content digest, or hub id and revision) and dtype."""

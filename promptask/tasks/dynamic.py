@@ -13,8 +13,8 @@ that held it is dropped.  So::
 constrains decoding to the labels of each call, while the system prompt, and
 therefore the reusable KV prefix, stays the same from call to call.
 
-Evaluated values shape decoding only: validation uses the static output model
-and the task's ``checks``, so state the rule as a check too for backends that
+Evaluated values shape decoding only: validation uses the static schema and
+the task's ``checks``, so state the rule as a check too for backends that
 cannot constrain decoding.
 """
 
@@ -29,7 +29,6 @@ import jinja2
 
 from promptask.errors import TaskDefinitionError, TemplateError
 from promptask.prompts.environment import environment
-from promptask.tasks.schema import tidy
 
 __all__ = ["EVAL", "DynamicSchema", "has_evals", "static_part"]
 
@@ -89,11 +88,9 @@ class DynamicSchema:
                     self._collect(value, env)
 
     def resolve(self, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """The JSON Schema for one call, objects closed as for every task."""
-        resolved = self._resolve(self._schema, variables)
-        schema = tidy(resolved)
-        assert isinstance(schema, dict)
-        return schema
+        """The schema with this call's values in place of every ``$eval``."""
+        resolved: dict[str, Any] = self._resolve(self._schema, variables)
+        return resolved
 
     def _resolve(self, node: Any, variables: Mapping[str, Any]) -> Any:
         if isinstance(node, list):

@@ -39,8 +39,7 @@ import yaml
 from pydantic import ConfigDict, Field, create_model
 
 from promptask.errors import TaskDefinitionError
-from promptask.tasks.dynamic import static_part
-from promptask.tasks.schema import camel_case, model_from_schema, parse_type, type_from_schema
+from promptask.tasks.schema import camel_case, parse_type, type_from_schema
 from promptask.tasks.spec import YAML_OPTIONS, TaskSpec
 from promptask.tasks.task import Task
 
@@ -162,13 +161,14 @@ def task_from_mapping(
     )
 
     output = data["output"]
-    try:
-        if isinstance(output, str):
-            output_type: Any = parse_type(output, where="output")
-        else:
-            output_type = model_from_schema(static_part(output), name=f"{camel}Output", where="output")
-    except TaskDefinitionError as exc:
-        raise fail(str(exc), "output") from None
+    output_type: Any = None
+    if isinstance(output, str):
+        try:
+            output_type = parse_type(output, where="output")
+        except TaskDefinitionError as exc:
+            raise fail(str(exc), "output") from None
+    elif not isinstance(output, (Mapping, bool)):
+        raise fail("output must be a JSON Schema (a mapping) or a type name such as str", "output")
 
     template_file = data.get("template_file")
     template_line = _block_offset(lines, "template") if "template" in data else 0
@@ -189,7 +189,7 @@ def task_from_mapping(
             template=data.get("template"),
             template_file=template_file,
             examples=data.get("examples") or (),
-            output_schema=output if isinstance(output, Mapping) else None,
+            output_schema=output if not isinstance(output, str) else None,
             search_path=search_path,
             source=source,
             template_line=template_line,

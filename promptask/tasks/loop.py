@@ -5,7 +5,8 @@
     prepared call --cache lookup--> hit: check the stored output again --> TaskResult(cached=True)
                   --miss--> GenerationRequest (messages, JSON Schema, sampling) --> the backend
                   --parse JSON--> check (schema, validators, checks)
-                  --invalid--> append the answer and the error, generate again (``retries`` times)
+                  --invalid--> append the answer and the error, generate again (``retries`` times,
+                               sampled as ``PreparedCall.sampling_for`` says)
                   --valid--> cache store --> TaskResult
 
 The loop is written once, as a generator that yields each
@@ -58,12 +59,14 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
     conversation = list(call.messages)
     attempts: list[Attempt] = []
     usage = Usage()
-    for _ in range(call.retries + 1):
-        generation = yield GenerationRequest(tuple(conversation), call.schema, call.sampling)
+    for attempt in range(call.retries + 1):
+        generation = yield GenerationRequest(tuple(conversation), call.schema, call.sampling_for(attempt))
         usage += generation.usage
         enforcement = generation.schema_enforcement or info.schema_enforcement
         lenient = enforcement not in (SchemaEnforcement.TOKENS, SchemaEnforcement.SERVER)
         try:
+            if generation.finish_reason == "repetition":  # stopped early: a string value was looping
+                raise ValueError(generation.note or "the answer fell into a repetition loop")
             stored, value = call.check(extract_json(generation.text, lenient=lenient))
         except ValueError as exc:
             error = str(exc)

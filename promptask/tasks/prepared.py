@@ -10,7 +10,7 @@ runner needs from a task to prepare rows itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from promptask.backends.base import BackendInfo
@@ -27,7 +27,12 @@ Raises ``ValueError`` with a message meant for the model."""
 
 @dataclass(frozen=True, slots=True)
 class PreparedCall(Generic[R]):
-    """One call, ready to run: messages, schema, sampling, retries, cache digest and output check."""
+    """One call, ready to run: messages, schema, sampling, retries, cache digest and output check.
+
+    ``retry_temperature``, when set, is the temperature of every attempt after
+    the first (each with a fresh seed), so a retry can change an answer that
+    greedy decoding would only repeat.
+    """
 
     task: str
     messages: tuple[Message, ...]
@@ -36,6 +41,14 @@ class PreparedCall(Generic[R]):
     retries: int
     digest: str
     check: OutputCheck[R]
+    retry_temperature: float | None = None
+
+    def sampling_for(self, attempt: int) -> Sampling:
+        """The sampling settings of attempt ``attempt`` (0 is the first)."""
+        if attempt == 0 or self.retry_temperature is None:
+            return self.sampling
+        seed = self.sampling.seed + attempt if self.sampling.seed is not None else None
+        return replace(self.sampling, temperature=max(self.sampling.temperature, self.retry_temperature), seed=seed)
 
 
 class Preparer(Protocol[R]):

@@ -18,7 +18,6 @@ constrained decoding: pydantic's, without the auto-generated titles.
 from __future__ import annotations
 
 import json
-import keyword
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Optional, Union
@@ -26,6 +25,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from promptask.errors import TaskDefinitionError
+from promptask.schemas.typed import plain_identifier
 
 __all__ = [
     "ANSWER_FIELD",
@@ -234,7 +234,7 @@ class _SchemaCompiler:
             info: dict[str, Any] = {}
             if isinstance(sub, Mapping) and "description" in sub:
                 info["description"] = sub["description"]
-            if not _plain_identifier(prop):
+            if not plain_identifier(prop):
                 info["alias"] = prop
             if prop in required:
                 default: Any = ...
@@ -242,7 +242,7 @@ class _SchemaCompiler:
                 default = sub["default"]
             else:
                 tp, default = Optional[tp], None  # noqa: UP045
-            fields[prop if _plain_identifier(prop) else f"field_{i}"] = (tp, Field(default, **info))
+            fields[prop if plain_identifier(prop) else f"field_{i}"] = (tp, Field(default, **info))
         closed = schema.get("additionalProperties", True) is False
         config = ConfigDict(**_MODEL_CONFIG, extra="forbid" if closed else "ignore")
         own_title = schema.get("title")
@@ -296,15 +296,6 @@ def _unique_items(items: list[Any]) -> list[Any]:
             raise ValueError(f"items must be unique; {key} appears more than once")
         seen.add(key)
     return items
-
-
-def _plain_identifier(name: str) -> bool:
-    return (
-        name.isidentifier()
-        and not keyword.iskeyword(name)
-        and not name.startswith("_")
-        and not hasattr(BaseModel, name)
-    )
 
 
 def camel_case(name: str, *, suffix: str) -> str:

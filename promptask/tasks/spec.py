@@ -55,7 +55,7 @@ class TaskSpec:
 
     name: str = field(metadata={"doc": "identifier used in cache keys, the CLI and errors"})
     input_model: type[BaseModel] = field(metadata={"doc": "pydantic model of the inputs"})
-    output_type: Any = field(metadata={"doc": "a pydantic model or a plain type"})
+    output_type: Any = _option(None, "a pydantic model or a plain type (with output_schema: the typed view)")
     template: str | None = _option(None, "inline Jinja text, or a template file name")
     template_file: str | None = _option(None, "a template file on the search path")
     description: str = _option("", "what the task does", yaml=True)
@@ -68,9 +68,14 @@ class TaskSpec:
     max_tokens: int = _option(_DEFAULT_SAMPLING.max_tokens, "most tokens an answer may take", yaml=True)
     seed: int | None = _option(_DEFAULT_SAMPLING.seed, "sampling seed", yaml=True)
     top_p: float = _option(_DEFAULT_SAMPLING.top_p, "nucleus sampling mass", yaml=True)
+    repeat_penalty: float = _option(
+        _DEFAULT_SAMPLING.repeat_penalty, "penalty on tokens repeated in strings", yaml=True
+    )
+    frequency_penalty: float = _option(_DEFAULT_SAMPLING.frequency_penalty, "penalty per earlier use", yaml=True)
+    retry_temperature: float | None = _option(None, "temperature of retries (fresh seed each)", yaml=True)
     validators: Sequence[Validator] = _option((), "fn(output, inputs) checks beyond the schema")
     checks: str | None = _option(None, "a Jinja template whose output is an error")
-    output_schema: Mapping[str, Any] | None = _option(None, "the output JSON Schema, $eval values included")
+    output_schema: Mapping[str, Any] | bool | None = _option(None, "the output JSON Schema, $eval values included")
     format_instructions: bool | None = _option(None, "append the output schema to the system message", yaml=True)
     search_path: Sequence[str | Path] = _option((), "directories searched for template files")
     source: str | None = _option(None, "where the task was defined, for error messages")
@@ -83,6 +88,8 @@ class TaskSpec:
         clash = sorted(RESERVED_NAMES & set(self.input_model.model_fields))
         if clash:
             raise self.error(f"input names {clash} are reserved; rename them", "inputs")
+        if self.output_type is None and self.output_schema is None:
+            raise self.error("give the output's type (output_type) or JSON Schema (output_schema)", "output")
         if self.template is not None and self.template_file is not None:
             raise self.error("give either template or template_file, not both", "template_file")
         for key, ok, expected in self._checks():
@@ -106,6 +113,13 @@ class TaskSpec:
             ("temperature", number(self.temperature) and self.temperature >= 0, "a number >= 0"),
             ("top_p", number(self.top_p) and 0 < self.top_p <= 1, "a number in (0, 1]"),
             ("seed", self.seed is None or integer(self.seed), "an integer or null"),
+            ("repeat_penalty", number(self.repeat_penalty) and self.repeat_penalty >= 1, "a number >= 1"),
+            ("frequency_penalty", number(self.frequency_penalty) and self.frequency_penalty >= 0, "a number >= 0"),
+            (
+                "retry_temperature",
+                self.retry_temperature is None or (number(self.retry_temperature) and self.retry_temperature >= 0),
+                "a number >= 0 or null",
+            ),
             ("description", text(self.description, optional=False), "text"),
             ("system", text(self.system), "text"),
             ("template", text(self.template), "text"),
@@ -121,7 +135,14 @@ class TaskSpec:
 
     @property
     def sampling(self) -> Sampling:
-        return Sampling(temperature=self.temperature, max_tokens=self.max_tokens, seed=self.seed, top_p=self.top_p)
+        return Sampling(
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            seed=self.seed,
+            top_p=self.top_p,
+            repeat_penalty=self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
 
     def replace(self, **changes: Any) -> TaskSpec:
         """A copy with some options changed (checked again)."""
@@ -150,6 +171,9 @@ class TaskOptions(TypedDict, total=False):
     max_tokens: int
     seed: int | None
     top_p: float
+    repeat_penalty: float
+    frequency_penalty: float
+    retry_temperature: float | None
     validators: Sequence[Validator]
     checks: str | None
     format_instructions: bool | None

@@ -39,13 +39,15 @@ from promptask.config import CacheSetting, resolve_default_backend
 from promptask.errors import InputValidationError, PromptaskError, TaskDefinitionError, TemplateError
 from promptask.progress import Progress
 from promptask.prompts.template import PromptTemplate
+from promptask.schemas.describe import outline
 from promptask.tasks import runner
-from promptask.tasks.dynamic import DynamicSchema, has_evals, schema_digest
+from promptask.tasks.dynamic import DynamicSchema, has_evals, schema_digest, static_part
+from promptask.tasks.output import Checked, ModelOutput, SchemaOutput, TaskOutput
 from promptask.tasks.prepared import PreparedCall
 from promptask.tasks.result import TaskResult, to_jsonable
-from promptask.tasks.schema import ANSWER_FIELD, json_schema, output_model_for
+from promptask.tasks.schema import ANSWER_FIELD
 from promptask.tasks.spec import RESERVED_NAMES, TaskOptions, TaskSpec, Validator
-from promptask.types import Message, Sampling
+from promptask.types import Message, Sampling, SchemaEnforcement
 
 __all__ = ["RESERVED_NAMES", "Task", "Validator"]
 
@@ -55,6 +57,10 @@ R = TypeVar("R")
 _TEMPLATE_FILE = re.compile(r"^[^\n{}]+\.(j2|jinja|jinja2|txt)$")
 
 FORMAT_INSTRUCTIONS = "Reply with one JSON object and nothing else. It must match this JSON Schema:\n{schema}"
+COMPACT_FORMAT_INSTRUCTIONS = "Reply with one JSON object and nothing else, shaped like this:\n{outline}"
+COMPACT_SHARE = 0.25
+"""Above this share of a backend's context, the schema text in the prompt gives way to a compact outline
+(for backends that enforce the schema while decoding), estimating three characters a token."""
 
 
 def is_template_file(template: str) -> bool:
@@ -73,6 +79,8 @@ class Task(Generic[P, R]):
         input_model: pydantic model of the inputs (field order = positional order).
         output_type: a pydantic model, or a plain type (``str``, ``Literal[...]``,
             ``list[int]``...) that is wrapped as ``{"answer": ...}`` for the model.
+            With ``output_schema``, a pydantic model to return instead of the
+            generated typed view (optional).
         template: inline Jinja text, or a file name on the search path (a single
             line ending in ``.j2``); ``template_file`` forces a file.  Without
             either, a default template lists the description and each input.
@@ -84,12 +92,18 @@ class Task(Generic[P, R]):
         version: bump it to invalidate cached results by hand.
         backend: this task's default backend (object or URI).
         temperature, max_tokens, seed, top_p: sampling defaults.
+        repeat_penalty, frequency_penalty: discourage tokens an answer already
+            used inside its strings (see :class:`~promptask.Sampling`).
+        retry_temperature: the temperature of attempts after the first, each
+            with a fresh seed; ``None`` keeps the first attempt's sampling.
         validators: ``fn(output, inputs)`` checks beyond the schema.
         checks: a Jinja template rendered with the inputs and ``output`` (as JSON
             data) after validation; any text it renders is an error, shown to the
             model, which tries again.
-        output_schema: the output JSON Schema with per-call values (``$eval``,
-            see :mod:`promptask.tasks.dynamic`); ``output_type`` is its static part.
+        output_schema: the output as a JSON Schema, which is then the contract:
+            every answer is validated against it with a standard validator (see
+            :mod:`promptask.tasks.output`); it may hold per-call values (``$eval``,
+            see :mod:`promptask.tasks.dynamic`).
         format_instructions: append the output schema to the system message;
             by default on, unless the template uses ``output_schema`` or
             ``format_instructions`` itself.
@@ -106,8 +120,8 @@ class Task(Generic[P, R]):
         *,
         name: str,
         input_model: type[BaseModel],
-        output_type: Any,
-        output_schema: Mapping[str, Any] | None = None,
+        output_type: Any = None,
+        output_schema: Mapping[str, Any] | bool | None = None,
         search_path: Sequence[str | Path] = (),
         source: str | None = None,
         template_line: int = 0,
@@ -145,9 +159,11 @@ class Task(Generic[P, R]):
         self.sampling: Sampling = spec.sampling
         self.validators = tuple(spec.validators)
         self.input_model = spec.input_model
-        self.output_type = spec.output_type
-        self.output_model, self._wrapped = output_model_for(spec.output_type, name=spec.name)
-        self._schema = json_schema(self.output_model)
+        self.output = self._output(spec)
+        self.output_type = self.output.output_type
+        self.output_model = self.output.model
+        """The pydantic model of the output, or ``None`` when outputs are plain JSON values."""
+        self._schema = self.output.schema
         self.schema: Mapping[str, Any] = self._schema
         """The output JSON Schema, shared with every request: treat it as read-only
         (:meth:`json_schema` returns a copy you may change)."""
@@ -167,13 +183,23 @@ class Task(Generic[P, R]):
             else None
         )
         self._dynamic = None
-        if spec.output_schema is not None and has_evals(spec.output_schema):
+        if isinstance(spec.output_schema, Mapping) and has_evals(spec.output_schema):
             try:
                 self._dynamic = DynamicSchema(spec.output_schema, search_path=dirs)
             except TaskDefinitionError as exc:
                 raise spec.error(exc.message, "output") from None
         self._example_turns = tuple(self._example_messages(spec.examples))
         self.digest = self._compute_digest()
+
+    @staticmethod
+    def _output(spec: TaskSpec) -> TaskOutput:
+        if spec.output_schema is None:
+            return ModelOutput(spec.output_type, name=spec.name)
+        try:
+            return SchemaOutput(static_part(spec.output_schema), name=spec.name, view=spec.output_type)
+        except TaskDefinitionError as exc:
+            raise spec.error(f"output.{exc.message}" if exc.path else f"output: {exc.message}",
+                             "output", *exc.path) from None  # fmt: skip
 
     def _template(self, spec: TaskSpec) -> PromptTemplate:
         dirs = [*spec.search_path, Path.cwd() / "prompts"]
@@ -409,76 +435,90 @@ class Task(Generic[P, R]):
         digest = self.digest if schema is self.schema else f"{self.digest}:{schema_digest(schema)}"
         return PreparedCall(
             task=self.name,
-            messages=self.messages_for(inputs),
+            messages=self.messages_for(inputs, backend),
             schema=schema,
             sampling=self.sampling,
             retries=self.retries,
             digest=digest,
             check=self._checker(inputs),
+            retry_temperature=self.spec.retry_temperature,
         )
 
     def prepare_row(self, row: Mapping[str, Any], *, label: str, backend: BackendInfo) -> PreparedCall[R]:
         """:meth:`prepare` for one row of a batch (input errors name ``label``)."""
         return self.prepare(self.validate_inputs((), dict(row), row_label=label), backend)
 
-    def messages_for(self, inputs: BaseModel) -> tuple[Message, ...]:
-        """Render the messages for validated inputs: system, few-shot turns, then the request."""
-        rendered = self.template.render(self._variables(inputs))
+    def messages_for(self, inputs: BaseModel, backend: BackendInfo | None = None) -> tuple[Message, ...]:
+        """Render the messages for validated inputs: system, few-shot turns, then the request.
+
+        For a backend that enforces the schema while decoding, a schema whose
+        text would take more than :data:`COMPACT_SHARE` of the context is
+        shown as a compact outline instead.
+        """
+        instructions = self.format_text(backend)
+        rendered = self.template.render(self._variables(inputs, instructions))
         turns = [m for m in rendered if m.role != "system"]
         if not turns:
             raise TemplateError(f"task {self.name!r}: the template rendered no user message")
-        return (*self._system(rendered), *self._example_turns, *turns)
+        return (*self._system(rendered, instructions), *self._example_turns, *turns)
+
+    def format_text(self, backend: BackendInfo | None = None) -> str:
+        """The format instructions for ``backend``: the full schema, or an outline where it would crowd the context."""
+        context = backend.context_tokens if backend is not None else None
+        if (
+            context
+            and backend is not None
+            and backend.schema_enforcement is SchemaEnforcement.TOKENS
+            and len(self._format_text) / 3 > COMPACT_SHARE * context
+        ):
+            return COMPACT_FORMAT_INSTRUCTIONS.format(outline=outline(self._schema, max_chars=int(context * 0.25)))
+        return self._format_text
 
     def request_schema(self, inputs: BaseModel) -> Mapping[str, Any]:
         """The JSON Schema decoding must follow for these inputs (per call when it has ``$eval`` values)."""
         if self._dynamic is None:
             return self.schema
-        return self._dynamic.resolve(self._variables(inputs))
+        return self.output.request_schema(self._dynamic.resolve(self._variables(inputs)))
 
-    def check_output(self, data: Any, inputs: BaseModel) -> tuple[BaseModel, R]:
-        """Validate parsed JSON with the output model, the task's validators and its checks.
+    def check_output(self, data: Any, inputs: BaseModel) -> Checked:
+        """Validate parsed JSON against the output's contract, the task's validators and its checks.
 
         Raises ``ValueError`` with a message meant for the model.
         """
-        try:
-            model = self.output_model.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError(_describe_validation_error(exc)) from None
-        value = cast(R, getattr(model, ANSWER_FIELD) if self._wrapped else model)
+        checked = self.output.check(data)
         if self.validators:
             values = dict(inputs)
             for validator in self.validators:
                 try:
-                    validator(value, values)
+                    validator(checked.value, values)
                 except (ValueError, AssertionError) as exc:
                     raise ValueError(str(exc) or f"rejected by {_qualname(validator)}") from None
         if self._checks is not None:
-            variables = {**self._variables(inputs), "output": model.model_dump(mode="json", by_alias=True)}
-            problem = self._checks.render_text(variables).strip()
+            problem = self._checks.render_text({**self._variables(inputs), "output": checked.data}).strip()
             if problem:
                 raise ValueError(" ".join(problem.split()))
-        return model, value
+        return checked
 
     def _checker(self, inputs: BaseModel) -> Callable[[Any], tuple[Any, R]]:
         def check(data: Any) -> tuple[Any, R]:
-            model, value = self.check_output(data, inputs)
-            return model.model_dump(mode="json", by_alias=True), value
+            checked = self.check_output(data, inputs)
+            return checked.stored, cast(R, checked.value)
 
         return check
 
-    def _variables(self, inputs: BaseModel) -> dict[str, Any]:
+    def _variables(self, inputs: BaseModel, instructions: str | None = None) -> dict[str, Any]:
         return {
             **dict(inputs),
             "task": {"name": self.name, "description": self.description},
             "output_schema": self._schema_text,
-            "format_instructions": self._format_text,
+            "format_instructions": instructions or self._format_text,
         }
 
-    def _system(self, rendered: Sequence[Message]) -> list[Message]:
+    def _system(self, rendered: Sequence[Message], instructions: str) -> list[Message]:
         parts = [self.system or ""]
         parts += [m.content for m in rendered if m.role == "system"]
         if self.format_instructions:
-            parts.append(self._format_text)
+            parts.append(instructions)
         text = "\n\n".join(p.strip() for p in parts if p and p.strip())
         return [Message("system", text)] if text else []
 
@@ -504,15 +544,15 @@ class Task(Generic[P, R]):
                 inputs = self.validate_inputs((), dict(example.get("input") or {}))
             except InputValidationError as exc:
                 raise bad(f"input: {exc}") from None
-            output = example["output"]
-            data = {ANSWER_FIELD: to_jsonable(output)} if self._wrapped else to_jsonable(output)
+            output = to_jsonable(example["output"])
+            data = {ANSWER_FIELD: output} if self.output.wrapped else output
             try:
-                model, _ = self.check_output(data, inputs)
+                checked = self.check_output(data, inputs)
             except ValueError as exc:
                 raise bad(f"output does not validate: {exc}") from None
             rendered = self.template.render(self._variables(inputs))
             turns += [m for m in rendered if m.role != "system"]
-            turns.append(Message("assistant", model.model_dump_json(by_alias=True)))
+            turns.append(Message("assistant", json.dumps(checked.stored, ensure_ascii=False, separators=(",", ":"))))
         return turns
 
     def _compute_digest(self) -> str:
@@ -523,8 +563,10 @@ class Task(Generic[P, R]):
                 "template": self.template.digest,
                 "system": self.system,
                 "schema": self._schema,
+                "contract": self.output.contract,
                 "examples": [m.to_dict() for m in self._example_turns],
                 "format_instructions": self.format_instructions,
+                "retry_temperature": self.spec.retry_temperature,  # retries can change which answer is kept
                 "validators": [_qualname(v) for v in self.validators],
                 "checks": self._checks.digest if self._checks is not None else None,
                 "dynamic": self._dynamic.source if self._dynamic is not None else None,
@@ -533,14 +575,6 @@ class Task(Generic[P, R]):
             ensure_ascii=False,
         )
         return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
 
 
 def _qualname(fn: Callable[..., Any]) -> str:
