@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -122,6 +123,8 @@ class _Loaded(LocalModel):
         ids = eos if isinstance(eos, list) else [eos]
         self.stop_ids = {int(i) for i in [*ids, self.tokenizer.eos_token_id] if i is not None}
         self.context = int(getattr(self.model.config, "max_position_embeddings", 0) or 1 << 30)
+        # transformers 5.24 renamed the KV cache argument and output field from past_key_values to cache.
+        self.cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
 
     def tokenize_chat(self, chat: list[dict[str, str]]) -> list[int]:
         text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
@@ -155,7 +158,7 @@ class _Loaded(LocalModel):
                     shared += 1
             if shared >= _MIN_SHARED:
                 tokens = prompts[0][:shared]
-                kv = self.model(input_ids=torch.tensor([tokens], device=device), use_cache=True).past_key_values
+                kv = self.forward(None, input_ids=torch.tensor([tokens], device=device))[1]
                 prefix = _Prefix(tokens, kv)
         shared = len(prefix.tokens) if prefix is not None else 0
         cache = None
@@ -171,9 +174,13 @@ class _Loaded(LocalModel):
             ids[i, width - len(suffix) :] = torch.tensor(suffix, device=device)
             mask[i, shared + width - len(suffix) :] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                            use_cache=True)  # fmt: skip
+        output, _ = self.forward(cache, input_ids=ids, attention_mask=mask, position_ids=positions)
         return output, mask, prefix
+
+    def forward(self, cache: Any, **inputs: Any) -> tuple[Any, Any]:
+        """One forward pass that extends ``cache``: the output, and the cache after it."""
+        output = self.model(**inputs, **{self.cache_kw: cache}, use_cache=True)
+        return output, getattr(output, self.cache_kw)
 
     def _choose(self, logits: Any, rows: list[DecodeRow]) -> list[int]:
         """The next token of every row: masks filled in parallel, greedy rows in one argmax."""
@@ -219,10 +226,10 @@ class _Loaded(LocalModel):
                 joining = [waiting.popleft() for _ in range(min(batch_size - len(active), len(waiting)))]
                 step, new_mask, prefix = self._prefill([rows[i].prompt for i in joining], prefix)
                 if active:
-                    mask = _join_rows(cache, mask, step.past_key_values, new_mask)
+                    mask = _join_rows(cache, mask, getattr(step, self.cache_kw), new_mask)
                     logits = torch.cat([logits, step.logits[:, -1, :]])
                 else:
-                    cache, mask, logits = step.past_key_values, new_mask, step.logits[:, -1, :]
+                    cache, mask, logits = getattr(step, self.cache_kw), new_mask, step.logits[:, -1, :]
                     reshapeable = _reshapeable(cache)
                 active += joining
             chosen = self._choose(logits, [rows[i] for i in active])
@@ -239,9 +246,8 @@ class _Loaded(LocalModel):
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = mask.sum(dim=1, keepdim=True) - 1
             next_ids = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
-            step = self.model(input_ids=next_ids, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)  # fmt: skip
-            cache, logits = step.past_key_values, step.logits[:, -1, :]
+            step, cache = self.forward(cache, input_ids=next_ids, attention_mask=mask, position_ids=positions)
+            logits = step.logits[:, -1, :]
         return [row.generation(str(self.tokenizer.decode(row.tokens, skip_special_tokens=True))) for row in rows]
 
 
