@@ -70,7 +70,7 @@ template: "Describe {{ name }} ({{ age }}), tags {{ tags | text }}, tone {{ tone
 """
     )
     (root / "tasks" / "picky.yaml").write_text(
-        "name: picky\ninputs:\n  text: str\noutput: str\nretries: 1\ntemplate: '{{ text }}'\n"
+        "name: picky\ninputs:\n  text: str\noutput: bool\nretries: 1\ntemplate: '{{ text }}'\n"
         "checks: 'never good enough'\n"
     )
     return root

@@ -173,7 +173,14 @@ def serve(
         server.run(sockets=[sock])
     finally:
         sock.close()
-    return 130 if signal.SIGINT in getattr(server, "signals", ()) else 0
+    code = 130 if signal.SIGINT in getattr(server, "signals", ()) else 0
+    orphans = sum(gate.state().running for gate in getattr(getattr(app, "state", None), "gates", ()))
+    if orphans:
+        # Calls whose clients already got their answer (a 504) or left: a model call cannot be
+        # interrupted, and waiting for it would hold the exit past the grace period.
+        print(f"promptask: exiting without {orphans} abandoned call(s) still running", file=sys.stderr, flush=True)
+        os._exit(code)
+    return code
 
 
 def serve_project(
