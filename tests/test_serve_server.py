@@ -48,6 +48,10 @@ class Slow(BaseBackend):
         return self._concurrency
 
     def generate(self, request: GenerationRequest) -> Generation:
+        calls = os.environ.get("PT_SLOW_CALLS")
+        if calls:  # the tests read which requests reached the backend
+            with open(calls, "a") as out:
+                out.write(request.messages[-1].content + "\n")
         time.sleep(self.seconds)
         return Generation(text=json.dumps(echo_reply(request)), usage=Usage(1, 1))
 
@@ -255,8 +259,11 @@ def raw_request(url: str, body: bytes, *, send: int | None = None) -> socket.soc
     return sock
 
 
-def test_clients_that_disconnect_mid_request_do_not_break_later_ones(start: Callable[..., Server]) -> None:
-    server = start("--backend", "slow:0.5:1")
+def test_clients_that_disconnect_mid_request_do_not_break_later_ones(
+    start: Callable[..., Server], tmp_path: Path
+) -> None:
+    calls = tmp_path / "calls.txt"
+    server = start("--backend", "slow:0.5:1", env={"PT_SLOW_CALLS": str(calls)})
     running = raw_request(server.url, b'{"text": "gone while running"}')
     wait_until(lambda: server.busy() == 1, "the first request runs", 10)
     queued = raw_request(server.url, b'{"text": "gone while queued"}')
@@ -267,6 +274,8 @@ def test_clients_that_disconnect_mid_request_do_not_break_later_ones(start: Call
     wait_until(lambda: server.busy() == 0, "the server is idle again", 10)
     answer = server.post("/tasks/echo", json={"text": "still here"})
     assert answer.status_code == 200 and answer.json()["output"] == "still here"
+    # The one that left while waiting never reached the backend; the running one finished.
+    assert calls.read_text().splitlines() == ["Echo: gone while running", "Echo: still here"]
     assert "Traceback" not in server.log.read_text()
     assert server.stop() == 0
 
