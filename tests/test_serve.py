@@ -572,3 +572,15 @@ def test_the_wheel_ships_the_playground_files(tmp_path: Path) -> None:
     assert {f"promptask/serve/static/{f.name}" for f in STATIC.iterdir()} <= names
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     assert "Provides-Extra: serve" in metadata and "extra == 'serve'" in metadata
+
+
+def test_the_app_mounts_in_another_service_with_its_key_check_intact(project: Path) -> None:
+    from fastapi import FastAPI
+
+    service = FastAPI()
+    service.mount("/nlp", create_app(project_tasks(project), backend=ScriptedBackend(echo_reply), api_key=KEY))
+    client = client_for(service)
+    assert client.get("/nlp/healthz").status_code == 200 and client.get("/nlp/").status_code == 200
+    error_of(client.post("/nlp/tasks/echo", json={"text": "x"}), 401, "unauthorized")
+    answer = client.post("/nlp/tasks/echo", json={"text": "x"}, headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.json()["output"] == "x"

@@ -502,6 +502,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, internal)
 
 
+def _route_path(scope: Scope) -> str:
+    """The path below where the app is mounted (Starlette keeps the mount prefix in ``path`` and ``root_path``)."""
+    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
 class _BearerAuth:
     """Every route but the open ones needs ``Authorization: Bearer KEY``, compared in constant time."""
 
@@ -511,7 +517,7 @@ class _BearerAuth:
         self._digest = hashlib.sha256(key.encode()).digest()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self._open(scope.get("path", "")) or self._authorized(scope):
+        if scope["type"] != "http" or self._open(_route_path(scope)) or self._authorized(scope):
             await self.app(scope, receive, send)
             return
         body = json.dumps(
