@@ -584,3 +584,13 @@ def test_the_app_mounts_in_another_service_with_its_key_check_intact(project: Pa
     error_of(client.post("/nlp/tasks/echo", json={"text": "x"}), 401, "unauthorized")
     answer = client.post("/nlp/tasks/echo", json={"text": "x"}, headers={"Authorization": f"Bearer {KEY}"})
     assert answer.json()["output"] == "x"
+
+
+def test_tasks_on_one_plain_backend_object_share_one_queue(project: Path) -> None:
+    class Plain:  # not a BaseBackend: wrapped by an adapter
+        def generate(self, request: GenerationRequest) -> Generation:
+            return Generation(text=json.dumps(echo_reply(request)))
+
+    app = create_app(project_tasks(project), backend=Plain(), max_queue=3)
+    assert len(app.state.gates) == 1
+    assert client_for(app).post("/tasks/echo", json={"text": "x"}).json()["output"] == "x"

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from promptask._version import __version__
 from promptask.backends.base import Backend, BaseBackend
+from promptask.backends.registry import resolve_backend
 from promptask.config import CacheSetting
 from promptask.errors import ConfigurationError, PromptaskError
 from promptask.serve.gate import Gate
@@ -126,8 +127,9 @@ def create_app(
     by_name = _by_name(tasks)
     gates: dict[int, Gate] = {}
     routes: dict[str, _TaskRoute] = {}
+    shared = resolve_backend(backend) if backend is not None else None  # once: one gate for every task on it
     for name, task in by_name.items():
-        chosen = task.resolve_backend(backend)
+        chosen = shared or task.resolve_backend(None)
         if id(chosen) not in gates:
             info = chosen.info()
             gates[id(chosen)] = Gate(info.name, concurrency=info.concurrency, max_queue=max_queue)
