@@ -400,11 +400,11 @@ def test_default_model_errors(model_server: Server, tmp_path: Path) -> None:
     assert error(too_long) == (502, "backend_error"), too_long.text
 
     def generate(i: int) -> httpx.Response:
-        return server.post("/tasks/generate", json={"instruction": f"Write a long story number {i}.", "max_words": 40})
+        return server.post("/tasks/generate", json={"instruction": f"Write a story number {i}.", "max_words": 20})
 
     with ThreadPoolExecutor(6) as pool:  # one runs, one waits (--max-queue 1), the rest are refused
         statuses = sorted(answer.status_code for answer in pool.map(generate, range(6)))
-    assert statuses.count(503) >= 3 and set(statuses) <= {200, 503}
+    assert statuses.count(503) >= 3 and set(statuses) <= {200, 503, 504}  # 504: a wait past 60 s on a busy machine
 
     env = {k: v for k, v in os.environ.items() if k != "PROMPTASK_BACKEND"}
     hurried = Server(tmp_path, "--timeout", "0.05", log=tmp_path / "hurried.log", env=env)
