@@ -127,7 +127,7 @@ def main() -> None:
     figures["in_process_call_ms_p50"] = in_process_ms(args.requests)
     figures["http_overhead_ms_p50"] = one["p50_ms"] - figures["in_process_call_ms_p50"]
 
-    with server() as url:  # the default backend
+    with server("--timeout", "900") as url:  # the default backend; its 8 clients queue behind one another
         load(url, 1, 2)  # loads the model
         model = load(url, 8, args.model_requests)
     figures |= {f"model_{k}_8_clients": v for k, v in model.items()}
