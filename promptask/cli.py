@@ -8,6 +8,7 @@ validated), 2 a usage mistake (unknown task, bad input, bad task file).  Set
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -83,7 +84,26 @@ def _parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--json", action="store_true", help="print the whole result (output, attempts, usage, timing) as JSON"
     )
+    _add_serve(commands.add_parser("serve", help="serve the tasks as an HTTP API, with a browser playground"))
     return parser
+
+
+def _add_serve(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", nargs="?", default=".", metavar="PROJECT_DIR", help="serves PROJECT_DIR/tasks/*.yaml "
+                   "and the built-in tasks (default: .)")  # fmt: skip
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0 picks a free one)")
+    p.add_argument("--backend", metavar="URI", help="backend URI (default: $PROMPTASK_BACKEND)")
+    p.add_argument("--api-key-env", metavar="VAR", help="require Authorization: Bearer KEY, KEY read from $VAR")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N", help="requests that may wait for a backend "
+                   "beyond those it runs; more get 503 (default: 64)")  # fmt: skip
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="seconds a request may take; then 504")
+    p.add_argument("--grace", type=float, metavar="S", help="on SIGTERM, seconds for requests in flight to finish "
+                   "(default: --timeout)")  # fmt: skip
+    p.add_argument("--max-body", type=int, default=1_000_000, metavar="BYTES", help="largest request body; "
+                   "larger gets 413 (default: 1000000)")  # fmt: skip
+    p.add_argument("--cache", choices=["on", "off", "refresh"], help="cache mode (default: $PROMPTASK_CACHE or on)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without an API key")
 
 
 def _task_dirs(extra: Sequence[str]) -> list[Path]:
@@ -241,10 +261,28 @@ def _run_file(task: Task[..., Any], args: argparse.Namespace) -> int:
     return 1 if summary.failed else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    serving = importlib.import_module("promptask.serve")  # fastapi and uvicorn: only for this command
+    code: int = serving.serve_project(
+        args.project,
+        host=args.host,
+        port=args.port,
+        backend=args.backend,
+        api_key_env=args.api_key_env,
+        max_queue=args.max_queue,
+        timeout=args.timeout,
+        grace=args.grace,
+        max_body_bytes=args.max_body,
+        cache=args.cache,
+        insecure=args.insecure,
+    )
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``promptask`` command."""
     args = _parser().parse_args(argv)
-    commands = {"list": _cmd_list, "show": _cmd_show, "run": _cmd_run}
+    commands = {"list": _cmd_list, "show": _cmd_show, "run": _cmd_run, "serve": _cmd_serve}
     try:
         return commands[args.command](args)
     except PromptaskError as exc:
