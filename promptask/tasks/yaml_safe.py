@@ -44,17 +44,17 @@ class _Loader(yaml.SafeLoader):
         self.source = source
         self.aliases = 0
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             self.aliases += 1
             if self.aliases > MAX_ALIASES:
-                mark = self.peek_event().start_mark
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
                 raise TaskDefinitionError(
                     f"more than {MAX_ALIASES} YAML aliases; write the values out",
                     source=self.source,
                     line=mark.line + 1,
                 )
-        return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        return super().compose_node(parent, index)
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -68,7 +68,7 @@ class _Loader(yaml.SafeLoader):
                     f"duplicate key {key!r} (first given on line {seen[key]})", source=self.source, line=line
                 )
             seen[key] = line
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 def _check_expansion(root: yaml.Node, source: str) -> None:
