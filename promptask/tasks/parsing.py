@@ -20,7 +20,7 @@ MAX_DEPTH = 100
 """Most levels of nested arrays and objects an answer may have."""
 
 MAX_CANDIDATES = 64
-"""Most opening brackets in prose that lenient parsing tries to read a JSON value from."""
+"""Most places in prose (opening brackets, but not the rest of a run) lenient parsing reads a JSON value from."""
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
 _DECODER = json.JSONDecoder()
@@ -102,8 +102,13 @@ def extract_json(text: str, *, lenient: bool) -> Any:
                 return _loads(fenced.strip())
         except ValueError:
             pass
-    for tries, match in enumerate(_OPENERS.finditer(stripped)):
-        if tries >= MAX_CANDIDATES:
+    tries = 0
+    for match in _OPENERS.finditer(stripped):
+        start = match.start()
+        if start and stripped[start - 1] == stripped[start]:
+            continue  # inside a run of "[[[" whose first bracket was tried: the same value, or none
+        tries += 1
+        if tries > MAX_CANDIDATES:
             break
         try:
             value, _ = _DECODER.raw_decode(stripped, match.start())
