@@ -262,13 +262,24 @@ def _sort_by_row(path: Path) -> None:
     _replace(path, [raw.decode("utf-8", errors="replace").rstrip("\r\n") + "\n" for raw in raw_lines])
 
 
+# Characters str.splitlines() breaks lines at that json.dumps(ensure_ascii=False) leaves raw inside strings.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def _json_line(record: Mapping[str, Any]) -> str:
-    """One output line; ASCII escapes where the text cannot be written as UTF-8 (a lone surrogate from JSON input)."""
+    """One output line that every JSONL reader sees as one line.
+
+    ASCII escapes where the text cannot be written as UTF-8 (a lone surrogate
+    from JSON input), and for the Unicode line separators, inside strings the
+    only place they can be.
+    """
     line = json.dumps(record, ensure_ascii=False)
     try:
         line.encode("utf-8")
     except UnicodeEncodeError:
         line = json.dumps(record)
+    for char, escaped in _LINE_BREAKS.items():
+        line = line.replace(char, escaped)
     return line + "\n"
 
 

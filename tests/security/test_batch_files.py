@@ -110,3 +110,11 @@ def test_deep_and_odd_jsonl_rows_are_malformed_or_run(tmp_path: Path) -> None:
     summary, log = run(source, tmp_path / "out.jsonl")
     assert summary.malformed == 2 and "nested too deeply" in log
     assert len(records(tmp_path / "out.jsonl")) == 2  # the lone surrogate is written escaped
+
+
+def test_unicode_line_separators_in_values_keep_one_record_per_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": f"a{sep}b", "text": f"x{sep}y"}) + "\n" for sep in "\x85\u2028\u2029"))
+    summary, _ = run(source, tmp_path / "out.jsonl")
+    assert summary.done == 3
+    assert [r["id"] for r in records(tmp_path / "out.jsonl")] == ["a\x85b", "a\u2028b", "a\u2029b"]
