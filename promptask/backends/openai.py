@@ -300,7 +300,7 @@ class OpenAIBackend(BaseBackend):
             # httpx's timeout is per read: the overall deadline stops a server that trickles bytes.
             response, body = await asyncio.wait_for(self._exchange(client, content), self.timeout)
         except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise _RetryableError(f"no complete response within {self.timeout:g} s") from None
+            raise _RetryableError(f"no response within {self.timeout:g} s") from None
         except httpx.ConnectError as exc:
             raise _RetryableError(f"cannot connect ({exc or type(exc).__name__}); is the server running?") from None
         except httpx.TransportError as exc:

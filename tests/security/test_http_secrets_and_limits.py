@@ -138,7 +138,7 @@ def test_the_timeout_bounds_a_whole_attempt_not_each_read() -> None:
     with backend_for(lambda request: httpx.Response(200, stream=Trickle(body, 0.05)), timeout=0.5,
                      max_retries=0) as backend:  # fmt: skip
         started = time.monotonic()
-        with pytest.raises(BackendError, match=r"no complete response within 0\.5 s"):
+        with pytest.raises(BackendError, match=r"no response within 0\.5 s"):
             promptask.tasks.sentiment("x", backend=backend, cache=False)
     assert time.monotonic() - started < 2.0  # the whole body would take over 3 s
 
