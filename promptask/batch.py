@@ -21,8 +21,15 @@ an output, drops error lines and any line cut short by a crash, and runs only
 the rest, so the file ends with each row exactly once.  When a run completes
 with no failure, the file is rewritten in input order.
 
-Malformed input rows (bad JSON, wrong number of CSV fields) are reported with
-their line number and skipped, or stop the run with ``strict=True``.
+Malformed input rows (bad JSON, wrong number of CSV fields, a CSV field over
+:data:`MAX_FIELD_CHARS` characters) are reported with their line number and
+skipped, or stop the run with ``strict=True``.  Input must be UTF-8 (a
+byte-order mark is allowed and dropped); anything else stops the run with the
+line it is on.
+
+The output file stays the user's: it is rewritten (atomically, through a
+temporary file beside it) with its permissions kept, and through a symbolic
+link to wherever the link points.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import contextlib
 import csv
 import json
 import os
+import stat
 import sys
 import tempfile
 import time
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -49,7 +57,12 @@ from promptask.tasks.result import TaskResult
 from promptask.tasks.task import Task
 from promptask.types import Usage
 
-__all__ = ["BatchSummary", "InputRow", "read_rows", "run_file"]
+__all__ = ["MAX_FIELD_CHARS", "BatchSummary", "InputRow", "read_rows", "run_file"]
+
+MAX_FIELD_CHARS = 16 * 2**20
+"""Longest CSV field read (Python's csv module stops at 131,072 characters by default)."""
+
+_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -65,22 +78,35 @@ class InputRow:
 def read_rows(path: str | os.PathLike[str]) -> Iterator[InputRow]:
     """The rows of a ``.jsonl`` (or ``.json`` lines) or ``.csv`` file, malformed ones included."""
     file = Path(path)
+    kind = file.suffix.lower()
+    if kind != ".csv" and kind not in (".jsonl", ".json", ".ndjson"):
+        raise UserError(f"{file}: give a .jsonl or .csv file")
     try:
-        handle = file.open(encoding="utf-8", newline="")
+        handle = file.open("rb")
     except OSError as exc:
         raise UserError(f"cannot read {file}: {exc.strerror}") from None
     with handle:
-        if file.suffix.lower() == ".csv":
-            yield from _csv_rows(handle)
-        elif file.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            yield from _jsonl_rows(handle)
-        else:
-            raise UserError(f"{file}: give a .jsonl or .csv file")
+        text = _utf8_lines(handle, file)
+        yield from _csv_rows(text, file) if kind == ".csv" else _jsonl_rows(text)
 
 
-def _jsonl_rows(handle: TextIO) -> Iterator[InputRow]:
+def _utf8_lines(handle: Iterable[bytes], file: Path) -> Iterator[str]:
+    """Lines decoded one by one, so a byte that is not UTF-8 is reported with its line; a leading BOM is dropped."""
+    for number, raw in enumerate(handle, 1):
+        if number == 1 and raw.startswith(_BOM):
+            raw = raw[len(_BOM) :]  # Excel's "CSV UTF-8" starts so; it would rename the first column
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+
+
+def _jsonl_rows(lines: Iterable[str]) -> Iterator[InputRow]:
     number = 0
-    for line_number, line in enumerate(handle, 1):
+    for line_number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         number += 1
@@ -89,19 +115,35 @@ def _jsonl_rows(handle: TextIO) -> Iterator[InputRow]:
         except ValueError as exc:
             yield InputRow(number, line_number, None, f"not valid JSON ({exc})")
             continue
+        except RecursionError:
+            yield InputRow(number, line_number, None, "not valid JSON (nested too deeply)")
+            continue
         if not isinstance(value, dict):
             yield InputRow(number, line_number, None, f"expected a JSON object, got {type(value).__name__}")
             continue
         yield InputRow(number, line_number, value)
 
 
-def _csv_rows(handle: TextIO) -> Iterator[InputRow]:
-    reader = csv.reader(handle)
-    header = next(reader, None)
+def _csv_rows(lines: Iterable[str], file: Path) -> Iterator[InputRow]:
+    if csv.field_size_limit() < MAX_FIELD_CHARS:
+        csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide, but only ever raised
+    reader = csv.reader(lines)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise UserError(f"{file}:{reader.line_num}: cannot read the CSV header ({exc})") from None
     if not header:
         return
     number = 0
-    for values in reader:
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # a field over the limit, a NUL byte: this row only
+            number += 1
+            yield InputRow(number, reader.line_num, None, f"unreadable CSV ({exc})")
+            continue
         if not values:
             continue
         number += 1
@@ -129,7 +171,7 @@ def coerce_text(task: Task[Any, Any], values: Mapping[str, Any]) -> dict[str, An
     for name, value in values.items():
         field_info = fields.get(name)
         if isinstance(value, str) and field_info is not None and not is_text(field_info.annotation):
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, RecursionError):  # not JSON: validation says what is wrong
                 value = json.loads(value)
         out[name] = value
     return out
@@ -164,36 +206,81 @@ def _finished_ids(out: Path) -> set[str]:
         return set()
     kept: list[str] = []
     ids: set[str] = set()
-    dropped = 0
-    with out.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                dropped += 1
-                continue
-            if isinstance(record, dict) and "output" in record and "id" in record:
-                ids.add(_key(record["id"]))
-                kept.append(line if line.endswith("\n") else line + "\n")
-            else:
-                dropped += 1
-    if dropped:
+    rewrite = False
+    try:
+        with out.open("rb") as handle:
+            raw_lines = handle.readlines()
+    except OSError as exc:
+        raise UserError(f"cannot read the output file {out}: {exc.strerror}") from None
+    for raw in raw_lines:
+        record = _parse_record(raw)
+        if isinstance(record, dict) and "output" in record and "id" in record:
+            ids.add(_key(record["id"]))
+            kept.append(raw.decode("utf-8").rstrip("\r\n") + "\n")
+            rewrite = rewrite or not raw.endswith(b"\n")  # else the next line would be appended to it
+        else:
+            rewrite = True
+    if rewrite:
         _replace(out, kept)
     return ids
 
 
+def _parse_record(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return None
+
+
 def _replace(path: Path, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.writelines(lines)
-    os.replace(tmp, path)
+    """Rewrite ``path`` atomically, keeping its mode, and through a symbolic link rather than over it."""
+    target = Path(os.path.realpath(path))
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else None
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+        if mode is not None:
+            os.chmod(tmp, mode)  # mkstemp makes it 0600
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _sort_by_row(path: Path) -> None:
-    with path.open(encoding="utf-8") as handle:
-        lines = handle.readlines()
-    lines.sort(key=lambda line: json.loads(line).get("row", 0))
-    _replace(path, lines)
+    with path.open("rb") as handle:
+        raw_lines = handle.readlines()
+
+    def row(raw: bytes) -> int:
+        record = _parse_record(raw)
+        number = record.get("row", 0) if isinstance(record, dict) else 0
+        return number if isinstance(number, int) else 0
+
+    raw_lines.sort(key=row)
+    _replace(path, [raw.decode("utf-8", errors="replace").rstrip("\r\n") + "\n" for raw in raw_lines])
+
+
+# Characters str.splitlines() breaks lines at that json.dumps(ensure_ascii=False) leaves raw inside strings.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _json_line(record: Mapping[str, Any]) -> str:
+    """One output line that every JSONL reader sees as one line.
+
+    ASCII escapes where the text cannot be written as UTF-8 (a lone surrogate
+    from JSON input), and for the Unicode line separators, inside strings the
+    only place they can be.
+    """
+    line = json.dumps(record, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(record)
+    for char, escaped in _LINE_BREAKS.items():
+        line = line.replace(char, escaped)
+    return line + "\n"
 
 
 def _key(row_id: Any) -> str:
@@ -289,7 +376,7 @@ def run_file(
         with out.open("a", encoding="utf-8") as handle:
             for index, outcome in results:
                 number = todo[index][0]
-                handle.write(json.dumps(_record(ids[number], number, outcome), ensure_ascii=False) + "\n")
+                handle.write(_json_line(_record(ids[number], number, outcome)))
                 handle.flush()
                 ok = isinstance(outcome, TaskResult)
                 meter.advance(ok=ok)

@@ -12,6 +12,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from promptask.tasks import builtin_task, builtin_task_names
 from promptask.tasks.loader import load_task
 from promptask.tasks.result import to_jsonable
 from promptask.tasks.task import Task
+from promptask.tasks.yaml_safe import load_yaml
 
 __all__ = ["main"]
 
@@ -122,8 +124,8 @@ def _task_files(folder: Path) -> list[Path]:
 
 def _declared_name(file: Path) -> str | None:
     try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data, _ = load_yaml(file.read_text(encoding="utf-8"), source=str(file))
+    except (OSError, ValueError, yaml.YAMLError, PromptaskError):  # reported when the file itself is loaded
         return None
     name = data.get("name") if isinstance(data, dict) else None
     return name if isinstance(name, str) else None
@@ -160,6 +162,12 @@ def _parse_inputs(task: Task[..., Any], pairs: Sequence[str]) -> dict[str, Any]:
                 raw = Path(raw[1:]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise UserError(f"--input {name}: cannot read {raw[1:]!r}: {exc.strerror}") from None
+            except UnicodeDecodeError as exc:
+                line = exc.object[: exc.start].count(b"\n") + 1
+                raise UserError(
+                    f"--input {name}: {raw[1:]!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line "
+                    f"{line}); give a text file"
+                ) from None
         values[name] = raw
     return coerce_text(task, values)
 
@@ -296,6 +304,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("promptask: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug in promptask or a dependency: still one line, as promised, unless debugging
+        if os.environ.get("PROMPTASK_DEBUG"):
+            raise
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(
+            f"promptask: internal error: {type(exc).__name__}: {exc} (at {Path(where.filename).name}:{where.lineno}; "
+            "set PROMPTASK_DEBUG=1 to see the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ threads are safe and give the same answers as sequential calls.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import warnings
@@ -60,6 +61,7 @@ class _Settings:
     n_ctx: int
     n_threads: int
     n_batch: int
+    digest: str = ""  # of the file's content: a file swapped at the same path is another model, loaded afresh
 
 
 class _Model(LocalModel):
@@ -199,13 +201,17 @@ class LlamaCppBackend(BaseBackend):
 
     @property
     def model(self) -> _Model:
-        return _models.get(self._settings)
+        return _models.get(self._current())
+
+    def _current(self) -> _Settings:
+        """The settings with the file's digest now, so the model answering is the one the digest names."""
+        if not self._settings.path.is_file():
+            raise BackendError(f"model file not found: {self._settings.path}")
+        return dataclasses.replace(self._settings, digest=file_digest(self._settings.path))
 
     def fingerprint(self) -> str:
         """Model content digest plus what else can change an answer (never the path alone)."""
-        if not self._settings.path.is_file():
-            raise BackendError(f"model file not found: {self._settings.path}")
-        return f"llamacpp:{file_digest(self._settings.path)}:llama-cpp-python {llama_cpp.__version__}:json-compact"
+        return f"llamacpp:{self._current().digest}:llama-cpp-python {llama_cpp.__version__}:json-compact"
 
     def count_tokens(self, messages: list[Message]) -> int:
         """How many tokens these messages take as a prompt."""

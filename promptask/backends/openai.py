@@ -27,6 +27,13 @@ the work.  Each step down happens once per backend instance and is logged;
 ``TaskResult.schema_enforcement`` and :attr:`OpenAIBackend.response_format`
 say which path answered.
 
+Limits.  ``timeout`` bounds each attempt as a whole, from connecting to the
+last byte (a server trickling its answer cannot hold a call longer), and an
+answer is read up to :data:`MAX_RESPONSE_BYTES` after decompression, then
+abandoned.  Only ``gzip`` and ``deflate`` bodies are accepted, and they are
+inflated in bounded steps, so a compressed bomb costs no more memory than
+the cap.
+
 Network faults are retried here, apart from output validation: HTTP 408,
 429 and 5xx, timeouts, refused or dropped connections and malformed bodies
 wait ``backoff * 2**n`` seconds with jitter (or what ``Retry-After`` says)
@@ -52,12 +59,14 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 import weakref
+import zlib
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
 
 import httpx
 from anyio.from_thread import BlockingPortal
@@ -67,7 +76,7 @@ from promptask.bridge import on_bridge, portal
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement, Usage
 
-__all__ = ["OpenAIBackend", "RESPONSE_FORMATS"]
+__all__ = ["MAX_RESPONSE_BYTES", "OpenAIBackend", "RESPONSE_FORMATS"]
 
 log = logging.getLogger("promptask.backends.openai")
 
@@ -84,6 +93,11 @@ _RETRY_STATUS = frozenset({408, 409, 425, 429})
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema", "strict", "grammar")
 _JSON = {"Content-Type": "application/json"}
 _MAX_WAIT = 600.0  # seconds: a Retry-After beyond this is treated as this
+_ENCODINGS = "gzip, deflate"  # what is asked for, and all that is accepted: both inflate in bounded steps
+_CREDENTIAL_PARAM = re.compile(r"key|token|secret|passw|auth|sig|credential", re.IGNORECASE)
+
+MAX_RESPONSE_BYTES: Final = 8 * 2**20
+"""The most bytes of one answer that are read (after decompression); a longer one is an error."""
 
 
 class _RetryableError(Exception):
@@ -110,7 +124,7 @@ class OpenAIBackend(BaseBackend):
         base_url: the API root, e.g. ``http://127.0.0.1:8080/v1`` or ``https://api.openai.com/v1``.
         model: the model name the server expects.
         api_key: a bearer token; default ``PROMPTASK_API_KEY``, else ``OPENAI_API_KEY``, else none.
-        timeout: seconds to wait for a connection and for each read of the response.
+        timeout: seconds one attempt may take in all, from connecting to the last byte of the answer.
         max_retries: retries of a request after a network fault, 429 or 5xx.
         max_concurrency: requests in flight at once (also ``Task.map``'s default).
         backoff: the first retry's wait in seconds; it doubles each time, with jitter, up to ``max_backoff``.
@@ -149,6 +163,12 @@ class OpenAIBackend(BaseBackend):
             raise ConfigurationError("timeout must be > 0, max_retries >= 0 and max_concurrency >= 1")
         self.url = _public(base_url)  # what messages show: no credentials, no query
         self._base = _without_credentials(base_url)
+        # The query (Azure's api-version, say) goes with every request and changes answers, so it is
+        # part of the fingerprint; parameters that look like credentials are kept out of it.
+        self._params: list[tuple[str, str | int | float | bool | None]] = list(
+            parse_qsl(parts.query, keep_blank_values=True)
+        )
+        self._query_id = urlencode([(k, v) for k, v in self._params if not _CREDENTIAL_PARAM.search(k)])
         self.model = model
         self.timeout = timeout
         self.max_retries = max_retries
@@ -156,12 +176,14 @@ class OpenAIBackend(BaseBackend):
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._format = response_format
-        self._key = api_key or os.environ.get("PROMPTASK_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+        self._key = _clean_key(api_key or os.environ.get("PROMPTASK_API_KEY") or os.environ.get("OPENAI_API_KEY"))
         self._basic: tuple[str, str] | None = None
         if parts.username or parts.password:  # credentials in the URL: HTTP basic auth, instead of the key
             self._basic = (unquote(parts.username or ""), unquote(parts.password or ""))
             self._key = None
-        self._secrets = [s for s in (self._key, *(self._basic or ()), self._basic_token()) if s and len(s) > 3]
+        secrets = [self._key, *(self._basic or ()), self._basic_token()]
+        secrets += [str(v) for k, v in self._params if _CREDENTIAL_PARAM.search(k)]
+        self._secrets = sorted(_escaped_forms(s for s in secrets if s and len(s) > 3), key=len, reverse=True)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -179,7 +201,8 @@ class OpenAIBackend(BaseBackend):
 
     def fingerprint(self) -> str:
         """The endpoint and model; never the key or URL credentials."""
-        return f"openai:{self.url}#{self.model}"
+        query = f"?{self._query_id}" if self._query_id else ""
+        return f"openai:{self.url}{query}#{self.model}"
 
     def __repr__(self) -> str:
         return f"OpenAIBackend({self.url!r}, model={self.model!r})"
@@ -278,28 +301,48 @@ class OpenAIBackend(BaseBackend):
 
     async def _post_once(self, client: httpx.AsyncClient, content: bytes) -> dict[str, Any]:
         try:
-            response = await client.post("chat/completions", content=content, headers=_JSON)
-        except httpx.TimeoutException:
+            # httpx's timeout is per read: the overall deadline stops a server that trickles bytes.
+            response, body = await asyncio.wait_for(self._exchange(client, content), self.timeout)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
             raise _RetryableError(f"no response within {self.timeout:g} s") from None
         except httpx.ConnectError as exc:
             raise _RetryableError(f"cannot connect ({exc or type(exc).__name__}); is the server running?") from None
         except httpx.TransportError as exc:
             raise _RetryableError(f"connection lost ({type(exc).__name__}: {exc})") from None
         status = response.status_code
+        text = body.decode("utf-8", errors="replace")
         if status == 200:
             try:
-                data = response.json()
-            except ValueError:
-                raise _RetryableError(f"malformed JSON in the response: {response.text[:120]!r}") from None
+                data = json.loads(body)
+            except (ValueError, RecursionError):
+                raise _RetryableError(f"malformed JSON in the response: {self._clip(text, 120)!r}") from None
             if not isinstance(data, dict):
-                raise _RetryableError(f"unexpected response: {response.text[:120]!r}")
+                raise _RetryableError(f"unexpected response: {self._clip(text, 120)!r}")
             return data
-        message = _server_message(response)
+        message = self._clip(_server_message(body, text, response.reason_phrase), 500)
         if status == 500 and _about_format(message):
             raise _RejectedError(status, message)  # some servers answer 500 to a response format they lack
         if status in _RETRY_STATUS or status >= 500:
             raise _RetryableError(f"HTTP {status}: {message}", _retry_after(response.headers.get("retry-after")))
         raise _RejectedError(status, message)
+
+    async def _exchange(self, client: httpx.AsyncClient, content: bytes) -> tuple[httpx.Response, bytes]:
+        """Send the request; the response and its body, inflated, of at most MAX_RESPONSE_BYTES."""
+        request = client.build_request("POST", "chat/completions", content=content, headers=_JSON, params=self._params)
+        response = await client.send(request, stream=True)
+        try:
+            if response.is_stream_consumed:  # a transport that built the whole body itself (httpx.MockTransport)
+                body = response.content
+                if len(body) > MAX_RESPONSE_BYTES:
+                    raise _RetryableError(f"the response is larger than {MAX_RESPONSE_BYTES:,} bytes; refused")
+                return response, body
+            encoding = response.headers.get("content-encoding", "identity").strip().lower()
+            inflate = _Inflater(encoding)
+            async for chunk in response.aiter_raw():
+                inflate.feed(chunk)
+            return response, inflate.finish()
+        finally:
+            await response.aclose()
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self.max_backoff, self.backoff * 2.0**attempt)
@@ -311,10 +354,10 @@ class OpenAIBackend(BaseBackend):
             message = choice["message"]
             text = message.get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            problem = f"{self.url} answered without choices[0].message: {str(data)[:200]}"
-            raise BackendError(self._scrub(problem)) from None
+            problem = f"{self.url} answered without choices[0].message: {self._clip(str(data), 200)}"
+            raise BackendError(problem) from None
         if not text and message.get("refusal"):
-            raise BackendError(self._scrub(f"the model refused: {message['refusal']}"))
+            raise BackendError(f"the model refused: {self._clip(str(message['refusal']), 500)}")
         usage = data.get("usage") or {}
         details = usage.get("prompt_tokens_details") or {}
         return Generation(
@@ -330,9 +373,13 @@ class OpenAIBackend(BaseBackend):
         )
 
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
+        for secret in self._secrets:  # longest first, so no form leaves a piece of another
             text = text.replace(secret, "***")
         return text
+
+    def _clip(self, text: str, limit: int) -> str:
+        """Scrubbed, then cut: cutting first could leave part of a secret that no longer matches."""
+        return self._scrub(text)[:limit]
 
     # -- the HTTP client, on the event-loop bridge ------------------------------------------------
 
@@ -355,6 +402,7 @@ class OpenAIBackend(BaseBackend):
         headers = {"Authorization": f"Bearer {self._key}"} if self._key else {}
         if self._basic is not None:
             headers = {"Authorization": f"Basic {self._basic_token()}"}
+        headers["Accept-Encoding"] = _ENCODINGS
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(
             base_url=self._base + "/",
@@ -397,28 +445,111 @@ def _public(url: str) -> str:
 
 
 def _without_credentials(url: str) -> str:
+    """``url`` without user, password, query (sent as request parameters instead) or fragment."""
     parts = urlsplit(url.strip())
     netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def _server_message(response: httpx.Response) -> str:
-    """The server's own explanation: ``error.message``, FastAPI's ``detail``, or the body's start."""
+def _clean_key(key: str | None) -> str | None:
+    """The key without surrounding whitespace (a file or a secret mount often ends in a newline).
+
+    Whitespace or control characters inside it cannot be sent in a header, and
+    httpx's error would quote the whole key: refuse it, without showing it.
+    """
+    if key is None:
+        return None
+    key = key.strip()
+    if any(not ch.isprintable() or ch.isspace() for ch in key) or not key.isascii():
+        raise ConfigurationError(
+            "the API key contains spaces, control or non-ASCII characters; check how it was read (the key is not shown)"
+        )
+    return key or None
+
+
+def _escaped_forms(secrets: Any) -> set[str]:
+    """Each secret as it may appear in text: raw, repr- and JSON-escaped, URL-quoted."""
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+                  quote(secret, safe=""), quote_plus(secret, safe="")}  # fmt: skip
+    return {form for form in forms if len(form) > 3}
+
+
+class _Inflater:
+    """Collects a body as it arrives, inflating gzip or deflate in bounded steps, up to MAX_RESPONSE_BYTES."""
+
+    def __init__(self, encoding: str) -> None:
+        if encoding in ("", "identity"):
+            self._inflate: Any = None
+        elif encoding in ("gzip", "x-gzip", "deflate"):
+            self._inflate = zlib.decompressobj(wbits=47)  # 47: a gzip or zlib header, detected
+            self._raw_deflate = encoding == "deflate"  # some servers send deflate without the zlib header
+        else:
+            raise _RetryableError(f"the response is {encoding}-encoded; only {_ENCODINGS} is accepted")
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._started = False
+
+    def _add(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._size > MAX_RESPONSE_BYTES:
+            raise _RetryableError(f"the response is larger than {MAX_RESPONSE_BYTES:,} bytes; refused")
+        self._parts.append(data)
+
+    def feed(self, chunk: bytes) -> None:
+        if self._inflate is None:
+            self._add(chunk)
+            return
+        data = chunk
+        while data:
+            try:
+                piece = self._inflate.decompress(data, MAX_RESPONSE_BYTES - self._size + 1)
+            except zlib.error as exc:
+                if self._raw_deflate and not self._started:
+                    self._inflate, self._raw_deflate = zlib.decompressobj(wbits=-15), False
+                    continue
+                raise _RetryableError(f"the compressed response is corrupt ({exc})") from None
+            self._started = True
+            self._add(piece)
+            data = self._inflate.unconsumed_tail
+
+    def finish(self) -> bytes:
+        if self._inflate is not None:
+            try:
+                self._add(self._inflate.flush())
+            except zlib.error as exc:
+                raise _RetryableError(f"the compressed response is corrupt ({exc})") from None
+        return b"".join(self._parts)
+
+
+def _server_message(body: bytes, text: str, reason: str) -> str:
+    """The server's own explanation: ``error.message``, FastAPI's ``detail``, or the body.
+
+    Uncut: the caller scrubs secrets, then cuts.
+    """
     try:
-        data = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or response.reason_phrase
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return text.strip() or reason
     if isinstance(data, Mapping):
         error = data.get("error")
         if isinstance(error, Mapping) and error.get("message"):
-            return str(error["message"])[:500]
+            return str(error["message"])
         if isinstance(error, str):
-            return error[:500]
+            return error
         if data.get("detail"):
-            return json.dumps(data["detail"])[:500]
+            return _dumps(data["detail"])
         if data.get("message"):
-            return str(data["message"])[:500]
-    return json.dumps(data)[:500]
+            return str(data["message"])
+    return _dumps(data)
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return json.dumps(value)
+    except (ValueError, RecursionError):
+        return "(unprintable)"
 
 
 def _strict_compatible(schema: Any) -> bool:

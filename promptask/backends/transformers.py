@@ -18,7 +18,7 @@ top-p sampling otherwise.
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
 import inspect
 import os
 from collections import deque
@@ -34,7 +34,7 @@ import numpy.typing as npt
 from promptask.backends.base import BaseBackend
 from promptask.backends.constraints import choose_token, fill_masks
 from promptask.backends.local import DecodeRow, LocalModel, ModelPool
-from promptask.backends.model_files import default_model_path, file_digest
+from promptask.backends.model_files import default_model_path, directory_digest, file_digest
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement
 
@@ -63,6 +63,7 @@ class _Spec:
     device: str
     dtype: str
     revision: str | None
+    identity: str = ""  # of the files: changed files are another model, loaded afresh
 
 
 def _pick_device(device: str) -> str:
@@ -342,12 +343,22 @@ class TransformersBackend(BaseBackend):
         self._spec = _Spec(source, gguf_file, chosen, _pick_dtype(dtype, chosen), revision)
         self.batch_size = max(1, batch_size)
         self.seed = seed
-        self._fingerprint: str | None = None
         self._context: int | None = None
 
     @property
     def loaded(self) -> _Loaded:
-        return _models.get(self._spec)
+        return _models.get(self._current())
+
+    def _current(self) -> _Spec:
+        """The spec with the files' identity now (content digests are memoised per file version)."""
+        spec = self._spec
+        if spec.gguf_file:
+            identity = file_digest(Path(spec.source) / spec.gguf_file)
+        elif Path(spec.source).is_dir():
+            identity = directory_digest(Path(spec.source))
+        else:
+            identity = f"{spec.source}@{spec.revision or 'main'}"
+        return dataclasses.replace(spec, identity=identity)
 
     @property
     def context_tokens(self) -> int | None:
@@ -366,17 +377,9 @@ class TransformersBackend(BaseBackend):
         return self._context
 
     def fingerprint(self) -> str:
-        """The model's identity (file content digest, or hub id and revision) and dtype."""
-        if self._fingerprint is None:
-            spec = self._spec
-            if spec.gguf_file:
-                identity = file_digest(Path(spec.source) / spec.gguf_file)
-            elif Path(spec.source).is_dir():
-                identity = _directory_digest(Path(spec.source))
-            else:
-                identity = f"{spec.source}@{spec.revision or 'main'}"
-            self._fingerprint = f"hf:{identity}:{spec.dtype}:transformers {transformers.__version__}"
-        return self._fingerprint
+        """The model's identity (content digest of its files, or hub id and revision) and dtype."""
+        spec = self._current()
+        return f"hf:{spec.identity}:{spec.dtype}:transformers {transformers.__version__}"
 
     def generate(self, request: GenerationRequest) -> Generation:
         return self.generate_batch([request])[0]
@@ -400,14 +403,6 @@ class TransformersBackend(BaseBackend):
         spec = self._spec
         where = f"{spec.source}/{spec.gguf_file}" if spec.gguf_file else spec.source
         return f"TransformersBackend({where!r}, device={spec.device!r}, dtype={spec.dtype!r})"
-
-
-def _directory_digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for file in sorted(folder.iterdir()):
-        if file.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model") and file.is_file():
-            h.update(file.name.encode() + file_digest(file).encode())
-    return h.hexdigest()
 
 
 def from_uri(rest: str) -> TransformersBackend:

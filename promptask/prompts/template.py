@@ -65,7 +65,7 @@ class PromptTemplate:
             source=source,
             origin=origin,
             search_path=path,
-            digest=_digest(env, source),
+            digest=_digest(env, source, None),
             variables=frozenset(meta.find_undeclared_variables(ast)),
             _template=template,
         )
@@ -77,12 +77,27 @@ class PromptTemplate:
         env = environment(path)
         try:
             source, filename, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+            # Compiled under its own name, so that `{% extends "<its name>" %}` reaches the next file of that name.
+            template = env.get_template(name)
         except jinja2.TemplateNotFound:
             where = ", ".join(path) or "(no directories)"
             raise TaskDefinitionError(
                 f"template file {name!r} not found; searched {where} and the built-in prompts"
             ) from None
-        return cls.from_string(source, search_path=path, origin=filename or name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TaskDefinitionError(
+                f"template syntax error: {exc.message}", source=exc.filename or filename, line=exc.lineno
+            ) from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise TaskDefinitionError(f"template file {name!r} cannot be read: {exc}") from None
+        return cls(
+            source=source,
+            origin=filename or name,
+            search_path=path,
+            digest=_digest(env, source, name),
+            variables=frozenset(meta.find_undeclared_variables(env.parse(source))),
+            _template=template,
+        )
 
     def render(self, variables: Mapping[str, Any]) -> list[Message]:
         """Render into chat messages (see :mod:`promptask.prompts.messages`)."""
@@ -93,21 +108,23 @@ class PromptTemplate:
         return render_text(self._template, dict(variables))
 
 
-def _digest(env: jinja2.Environment, source: str) -> str:
-    """Hash the source and, recursively, every template it extends or includes."""
+def _digest(env: jinja2.Environment, source: str, name: str | None) -> str:
+    """Hash the source and, recursively, every template it extends or includes (resolved as rendering does)."""
     h = hashlib.sha256(source.encode())
     seen: set[str] = set()
-    pending = list(referenced_templates(env, source))
+    pending = [(ref, name) for ref in referenced_templates(env, source)]
     while pending:
-        name = pending.pop()
-        if name in seen:
+        ref, parent = pending.pop()
+        resolved = env.join_path(ref, parent) if parent is not None else ref
+        if resolved in seen:
             continue
-        seen.add(name)
+        seen.add(resolved)
         try:
-            text, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
-        except jinja2.TemplateNotFound:
+            text, _, _ = env.loader.get_source(env, resolved)  # type: ignore[union-attr]
+            refs = referenced_templates(env, text)
+        except (jinja2.TemplateNotFound, jinja2.TemplateSyntaxError, UnicodeDecodeError, OSError):
             # Reported with a proper message when it is rendered.
             continue
-        h.update(b"\x00" + name.encode() + b"\x00" + text.encode())
-        pending.extend(referenced_templates(env, text))
+        h.update(b"\x00" + resolved.encode() + b"\x00" + text.encode())
+        pending.extend((child, resolved) for child in refs)
     return h.hexdigest()

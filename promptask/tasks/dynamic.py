@@ -28,7 +28,7 @@ from typing import Any
 import jinja2
 
 from promptask.errors import TaskDefinitionError, TemplateError
-from promptask.prompts.environment import environment
+from promptask.prompts.environment import environment, evaluate
 
 __all__ = ["EVAL", "DynamicSchema", "has_evals", "static_part"]
 
@@ -102,12 +102,8 @@ class DynamicSchema:
         return {key: self._resolve(value, variables) for key, value in node.items()}
 
     def _evaluate(self, expression: str, variables: Mapping[str, Any]) -> Any:
-        try:
-            value = self._expressions[expression](**variables)
-        except jinja2.TemplateError as exc:
-            raise TemplateError(f"{EVAL} {expression!r}: {exc}") from None
-        except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as exc:
-            raise TemplateError(f"{EVAL} {expression!r} failed: {type(exc).__name__}: {exc}") from None
+        # Within the sandbox's render bounds (time, sizes), and no larger than a rendered prompt.
+        value = evaluate(self._expressions[expression], variables, f"{EVAL} {expression!r}")
         try:
             return json.loads(json.dumps(value))
         except (TypeError, ValueError):

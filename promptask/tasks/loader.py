@@ -39,9 +39,11 @@ import yaml
 from pydantic import ConfigDict, Field, create_model
 
 from promptask.errors import TaskDefinitionError
+from promptask.tasks.definition_checks import check_default, check_input_name, check_schema
 from promptask.tasks.schema import camel_case, parse_type, type_from_schema
 from promptask.tasks.spec import YAML_OPTIONS, TaskSpec
 from promptask.tasks.task import Task
+from promptask.tasks.yaml_safe import load_yaml
 
 __all__ = ["load_task", "load_tasks", "task_from_mapping"]
 
@@ -91,9 +93,12 @@ def load_task(path: str | Path) -> Task[..., Any]:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise TaskDefinitionError(f"cannot read task file: {exc.strerror or exc}", source=source) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise TaskDefinitionError("not UTF-8 text (save the file as UTF-8)", source=source, line=line) from None
     try:
-        data = yaml.safe_load(text)
-        lines = _Lines(yaml.compose(text))
+        data, node = load_yaml(text, source=source)  # refuses alias bombs and duplicate keys
+        lines = _Lines(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         raise TaskDefinitionError(
@@ -136,7 +141,7 @@ def task_from_mapping(
 
     if not isinstance(data, Mapping):
         raise fail("a task file must be a mapping of keys such as name, inputs, output, template")
-    unknown = sorted(set(data) - _KEYS)
+    unknown = sorted((key for key in data if key not in _KEYS), key=str)
     if unknown:
         raise fail(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(_KEYS))}", unknown[0])
     for key in ("name", "output"):
@@ -152,6 +157,10 @@ def task_from_mapping(
     inputs = data.get("inputs") or {}
     if not isinstance(inputs, Mapping):
         raise fail("inputs must be a mapping of input name to type", "inputs")
+    for field in inputs:
+        problem = check_input_name(field)
+        if problem:
+            raise fail(f"inputs: {problem}", "inputs", field)
     fields = {
         str(field): _input_field(spec, f"{camel}{camel_case(str(field), suffix='')}", fail, ("inputs", field))
         for field, spec in inputs.items()
@@ -220,8 +229,12 @@ def _input_field(spec: Any, model_name: str, fail: Any, path: tuple[Any, ...]) -
         if isinstance(kind, str) and kind not in _JSON_TYPE_NAMES:
             tp = parse_type(kind, where=where)  # `{type: int, default: 3}` reads naturally too
         else:
+            check_schema({k: v for k, v in spec.items() if k != "default"}, path)
             tp = type_from_schema(spec, name=model_name, where=where)
     except TaskDefinitionError as exc:
-        raise fail(str(exc), *path) from None
+        raise fail(exc.message if exc.path else str(exc), *(exc.path or path)) from None
     default = spec.get("default", ...)
+    problem = check_default(tp, default) if default is not ... else None
+    if problem:
+        raise fail(f"{where}: {problem}", *path, "default")
     return tp, Field(default, description=spec.get("description"))

@@ -38,6 +38,7 @@ from promptask.backends.registry import resolve_backend
 from promptask.config import CacheSetting, resolve_default_backend
 from promptask.errors import InputValidationError, PromptaskError, TaskDefinitionError, TemplateError
 from promptask.progress import Progress
+from promptask.prompts.environment import task_search_path
 from promptask.prompts.template import PromptTemplate
 from promptask.schemas.describe import outline
 from promptask.tasks import runner
@@ -202,7 +203,7 @@ class Task(Generic[P, R]):
                              "output", *exc.path) from None  # fmt: skip
 
     def _template(self, spec: TaskSpec) -> PromptTemplate:
-        dirs = [*spec.search_path, Path.cwd() / "prompts"]
+        dirs = task_search_path(spec.search_path)  # ./prompts, after the built-ins' own for built-in tasks
         named = spec.template_file or (spec.template if spec.template and is_template_file(spec.template) else None)
         if named is not None:
             try:
