@@ -155,13 +155,9 @@ def label_report(pairs: Sequence[Stats]) -> dict[str, Any]:
     (['a', 'b'], [[1, 1], [0, 1]], 0.5)
     """
     labels: list[str] = []
-    for reference, prediction in pairs:
-        for label in (reference, prediction):
-            if label is not None and label not in labels:
-                labels.append(label)
-    references = {r for r, _ in pairs}
-    order = {label: i for i, label in enumerate(labels)}
-    labels = sorted(labels, key=lambda label: (label not in references, order[label]))
+    for label in [r for r, _ in pairs] + [p for _, p in pairs]:  # references first, then labels only predicted
+        if label is not None and label not in labels:
+            labels.append(label)
     columns = [*labels, "(invalid)"] if any(p is None for _, p in pairs) else list(labels)
     index = {label: i for i, label in enumerate(labels)}
     confusion = [[0] * len(columns) for _ in labels]

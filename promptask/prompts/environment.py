@@ -96,7 +96,7 @@ def _span_positions(text: str, max_words: int) -> list[tuple[int, int]]:
 
 
 def _long_names(text: str, words: list[tuple[int, int, int | None]], max_words: int) -> list[tuple[int, int]]:
-    """Runs of capitalised words longer than ``max_words`` to the run's end (connectors inside, never at either end)."""
+    """Runs of capitalised words longer than ``max_words`` (connectors such as "of" inside, never at either end)."""
     found: list[tuple[int, int]] = []
     i = 0
     while i < len(words):
@@ -111,11 +111,13 @@ def _long_names(text: str, words: list[tuple[int, int, int | None]], max_words: 
             j += 1
             if following[0].isupper():
                 last = j
-        for start in range(i, last - max_words + 1):  # "The Fairhaven ... Trust" and "Fairhaven ... Trust"
-            if text[words[start][0]].isupper():
-                found.append((words[start][0], words[last][1]))
-                if words[last][2] is not None:
-                    found.append((words[start][0], words[last][2]))
+        capitals = [k for k in range(i, last + 1) if text[words[k][0]].isupper()]
+        for start in capitals:  # "The Fairhaven ... Trust", "Fairhaven ... Trust", "Fairhaven ... Devon"
+            for end in capitals:
+                if end - start + 1 > max_words:
+                    found.append((words[start][0], words[end][1]))
+                    if words[end][2] is not None:
+                        found.append((words[start][0], words[end][2]))
         i = last + 1
     return found
 
