@@ -116,8 +116,9 @@ def _long_names(text: str, words: list[tuple[int, int, int | None]], max_words: 
             for end in capitals:
                 if end - start + 1 > max_words:
                     found.append((words[start][0], words[end][1]))
-                    if words[end][2] is not None:
-                        found.append((words[start][0], words[end][2]))
+                    possessive = words[end][2]
+                    if possessive is not None:
+                        found.append((words[start][0], possessive))
         i = last + 1
     return found
 
