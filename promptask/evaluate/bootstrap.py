@@ -14,6 +14,7 @@ difference uses the same draws for both variants, so the noise they share
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,9 +34,12 @@ def _percentiles(values: list[float], level: float) -> tuple[float, float]:
     return low, high
 
 
-def _draws(n: int, resamples: int, seed: int) -> list[list[int]]:
+@functools.lru_cache(maxsize=16)
+def _draws(n: int, resamples: int, seed: int) -> tuple[tuple[int, ...], ...]:
+    """The resampled indices: the same for every metric and variant of an evaluation (and cheap to reuse)."""
     rng = random.Random(seed)
-    return [[rng.randrange(n) for _ in range(n)] for _ in range(resamples)]
+    population = range(n)
+    return tuple(tuple(rng.choices(population, k=n)) for _ in range(resamples))
 
 
 def interval(
