@@ -72,8 +72,11 @@ class Metric:
     extra: str | None = field(default=None, compare=False)
 
     def score(self, pairs: Sequence[tuple[Any, Any]]) -> float:
-        """The metric over ``(prediction, reference)`` pairs (a convenience for tests and notebooks)."""
-        return self.combine([self.item(p, r, None, {}) for p, r in pairs])
+        """The metric over ``(prediction, reference)`` pairs (a convenience for tests and notebooks).
+
+        Custom metrics see each prediction as the output and an empty row.
+        """
+        return self.combine([self.item(p, r, p, {}) for p, r in pairs])
 
 
 # ---------------------------------------------------------------------------- text normalisation
@@ -319,7 +322,7 @@ def custom_metric(fn: Callable[[Any, Mapping[str, Any]], float], name: str | Non
     """
 
     def item(prediction: Any, reference: Any, output: Any, row: Mapping[str, Any]) -> Stats:
-        value = fn(output if row else prediction, row)
+        value = fn(output, row)
         if isinstance(value, bool):
             value = float(value)
         if not isinstance(value, (int, float)):
