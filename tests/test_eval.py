@@ -377,7 +377,8 @@ def test_a_missing_extra_names_it(tmp_path: Path, data: Path) -> None:
 @pytest.mark.slow
 def test_cli_on_the_default_model_for_one_builtin(tmp_path: Path) -> None:
     data = ROOT / "examples" / "data" / "test" / "sentiment.jsonl"
-    out = cli("sentiment", "--data", str(data), "--limit", "6", "--json", "r.json", "--no-progress", cwd=tmp_path)
+    out = cli("sentiment", "--data", str(data), "--limit", "6", "--json", "r.json", "--no-progress", cwd=tmp_path,
+              timeout=600)  # fmt: skip
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     main = report["variants"][0]
