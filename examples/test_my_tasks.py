@@ -1,4 +1,4 @@
-"""How to test your own tasks without a model: ScriptedBackend.
+"""How to test your own tasks without a model: ScriptedBackend, and quality gates with promptask.testing.
 
 Run it with:  python -m pytest examples/test_my_tasks.py
 """
@@ -6,12 +6,14 @@ Run it with:  python -m pytest examples/test_my_tasks.py
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
 import promptask
 from promptask import OutputValidationError, ScriptedBackend
+from promptask.testing import assert_metrics
 
 
 class Contact(BaseModel):
@@ -58,3 +60,31 @@ def test_the_yaml_triage_task() -> None:
     out = triage(ticket="Where is my parcel? It is a week late.", backend=ScriptedBackend([reply]), cache=False)
     assert out.team == "shipping"
     assert out.customer.mood == "annoyed"
+
+
+# Quality gates: score a task on labelled rows and fail the test when a metric drops below its minimum.
+# With a real model, point `backend` at it (or leave it out for the default) and keep the rows in a file.
+
+
+@promptask.task(metrics=["accuracy"])
+def polarity(review: str) -> Literal["positive", "negative"]:
+    """Is the review positive or negative?"""
+
+
+def test_polarity_is_accurate_enough() -> None:
+    rows = [
+        {"id": 1, "review": "Works perfectly.", "expected": "positive"},
+        {"id": 2, "review": "Broke in a day.", "expected": "negative"},
+        {"id": 3, "review": "Would buy again.", "expected": "positive"},
+    ]
+    backend = ScriptedBackend([{"answer": "positive"}, {"answer": "negative"}, {"answer": "positive"}])
+    report = assert_metrics(polarity, rows, {"accuracy": 0.9, "valid": 1.0}, backend=backend, cache=False)
+    assert report.value("accuracy") == 1.0
+
+
+def test_the_gate_fails_with_the_metric_value_and_threshold() -> None:
+    rows = [{"review": "Broke in a day.", "expected": "negative"}]
+    with pytest.raises(AssertionError, match=r"accuracy 0\.000 < 0\.9"):
+        assert_metrics(
+            polarity, rows, {"accuracy": 0.9}, backend=ScriptedBackend([{"answer": "positive"}]), cache=False
+        )

@@ -26,6 +26,7 @@ from promptask.errors import (
     TemplateError,
     UserError,
 )
+from promptask.evaluate import EvalReport, evaluate
 from promptask.tasks import builtin_task, builtin_task_names
 from promptask.tasks.decorator import task
 from promptask.tasks.loader import load_task, load_tasks
@@ -40,6 +41,7 @@ __all__ = [
     "BaseBackend",
     "CacheMode",
     "ConfigurationError",
+    "EvalReport",
     "ExecutionError",
     "Generation",
     "GenerationRequest",
@@ -61,6 +63,7 @@ __all__ = [
     "builtin_task_names",
     "config",
     "configure",
+    "evaluate",
     "load_task",
     "load_tasks",
     "register_backend",

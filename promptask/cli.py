@@ -22,6 +22,7 @@ import yaml
 from promptask._version import __version__
 from promptask.batch import coerce_text, run_file
 from promptask.errors import ExecutionError, OutputValidationError, PromptaskError, UserError
+from promptask.evaluate import eval_settings, evaluate
 from promptask.tasks import builtin_task, builtin_task_names
 from promptask.tasks.loader import load_task
 from promptask.tasks.result import to_jsonable
@@ -87,7 +88,42 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the whole result (output, attempts, usage, timing) as JSON"
     )
     _add_serve(commands.add_parser("serve", help="serve the tasks as an HTTP API, with a browser playground"))
+    _eval_parser(commands, with_tasks)
     return parser
+
+
+def _eval_parser(commands: Any, with_tasks: Any) -> None:
+    p = commands.add_parser("eval", help="score a task on labelled rows, with 95%% intervals and comparisons")
+    p.add_argument("task", metavar="TASK", help="a task name, or the path of a YAML task file")
+    with_tasks(p)
+    p.add_argument("--data", required=True, metavar="FILE", help="labelled rows: .jsonl or .csv")
+    p.add_argument("--backend", action="append", default=[], metavar="URI", help="backend URI (repeat to compare)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FILE.yaml",
+        help="a task file, or only the options it changes, to compare on the same rows (repeatable)",
+    )
+    p.add_argument("--metric", action="append", default=[], metavar="NAME", help="metric (default: the task's own)")
+    p.add_argument("--field", metavar="PATH", help="the output field scored (e.g. labels.0)")
+    p.add_argument("--reference-field", metavar="FIELD", help="the row field holding the reference (default: expected)")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE", help="an input for every row")
+    p.add_argument("--limit", type=int, metavar="N", help="only the first N rows")
+    p.add_argument(
+        "--min",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="exit 1 when a metric's point estimate (or valid) is below VALUE (repeatable)",
+    )
+    p.add_argument("--report", metavar="FILE.html", help="write the self-contained HTML report")
+    p.add_argument("--json", metavar="FILE.json", help="write the whole report as JSON")
+    p.add_argument("--cache", choices=["on", "off", "refresh"], help="cache mode (default: $PROMPTASK_CACHE or on)")
+    p.add_argument("--concurrency", type=int, metavar="N", help="rows in flight at once")
+    p.add_argument("--strict", action="store_true", help="fail on a row missing an input or its reference")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
 
 
 def _add_serve(p: argparse.ArgumentParser) -> None:
@@ -287,10 +323,60 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return code
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    task = find_task(args.task, _task_dirs(args.tasks))
+    minimums: dict[str, float] = {}
+    for pair in args.min:
+        name, sep, raw = pair.partition("=")
+        try:
+            minimums[name] = float(raw)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise UserError(f"--min {pair!r}: write NAME=NUMBER, e.g. accuracy=0.8")
+    settings = eval_settings(task, metrics=args.metric or None, field=args.field, reference=args.reference_field)
+    known = ["valid", *(m.name for m in settings.metrics)]
+    for name in minimums:
+        if name not in known:
+            raise UserError(f"--min {name}: not measured here; measured: {', '.join(known)}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError("--limit must be at least 1")
+    report = evaluate(
+        task,
+        args.data,
+        metrics=list(settings.metrics),
+        field=settings.field,
+        reference=settings.reference,
+        backend=args.backend or None,
+        variants=args.variant,
+        constants=_parse_inputs(task, args.input),
+        limit=args.limit,
+        strict=args.strict,
+        cache=args.cache,
+        concurrency=args.concurrency,
+        progress=not args.no_progress,
+        seed=args.seed,
+    )
+    for problem in report.problems:
+        print(f"promptask: {problem}", file=sys.stderr)
+    print(report.table())
+    if args.json:
+        report.write_json(args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.report:
+        report.write_html(args.report)
+        print(f"wrote {args.report}", file=sys.stderr)
+    missed = report.below(minimums)
+    if missed:
+        print(f"promptask: below minimum: {'; '.join(missed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``promptask`` command."""
     args = _parser().parse_args(argv)
-    commands = {"list": _cmd_list, "show": _cmd_show, "run": _cmd_run, "serve": _cmd_serve}
+    commands = {"list": _cmd_list, "show": _cmd_show, "run": _cmd_run, "eval": _cmd_eval, "serve": _cmd_serve}
     try:
         return commands[args.command](args)
     except PromptaskError as exc:

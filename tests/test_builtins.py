@@ -1,6 +1,6 @@
 """Every built-in task gives valid output on the default model for every item of its labelled set.
 
-Accuracy is measured by bench/accuracy.py and reported in the README, not asserted here.
+Quality is measured on separate test sets by `promptask eval` (see the README), not asserted here.
 """
 
 from __future__ import annotations

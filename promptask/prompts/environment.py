@@ -211,17 +211,61 @@ def _translate_size(text: str, table: Any) -> int:
 
 
 _WORD = re.compile(r"\w+(?:['\u2019.\-]\w+)*")  # apostrophes, dots and hyphens inside words
+_POSSESSIVE = re.compile(r"\w['\u2019][sS]$")  # "Acme's": the name alone ("Acme") is a span too
+_CONNECTORS = frozenset({"of", "and", "for", "the", "de", "du", "la", "le", "van", "von", "del", "da", "&"})
 MAX_SPANS = 5000
 """Most candidate spans a span helper returns: bounds the schemas built from them."""
 
 
 def _span_positions(text: str, max_words: int) -> list[tuple[int, int]]:
-    words = [(m.start(), m.end()) for m in _WORD.finditer(str(text))]
-    positions = [(words[i][0], words[i + n - 1][1]) for i in range(len(words)) for n in range(1, max_words + 1)
-                 if i + n <= len(words)]  # fmt: skip
+    """Runs of 1 to ``max_words`` words, a possessive's name without its ``'s``, and longer names.
+
+    A run of capitalised words (joined by connectors such as "of") longer than
+    ``max_words`` is a candidate too, so a long name ("Fairhaven Community Housing
+    Trust of North Devon") can always be named whole.
+    """
+    source = str(text)
+    words = [(m.start(), m.end(), m.end() - 2 if _POSSESSIVE.search(m.group()) else None)
+             for m in _WORD.finditer(source)]  # fmt: skip
+    positions: list[tuple[int, int]] = []
+    for i in range(len(words)):
+        for j in range(i, min(i + max_words, len(words))):
+            positions.append((words[i][0], words[j][1]))
+            possessive = words[j][2]
+            if possessive is not None:
+                positions.append((words[i][0], possessive))
+    positions += _long_names(source, words, max_words)
     if len(positions) > MAX_SPANS:
         raise SecurityError(f"text has {len(positions):,} candidate spans; the limit is {MAX_SPANS:,}")
     return positions
+
+
+def _long_names(text: str, words: list[tuple[int, int, int | None]], max_words: int) -> list[tuple[int, int]]:
+    """Runs of capitalised words longer than ``max_words`` (connectors such as "of" inside, never at either end)."""
+    found: list[tuple[int, int]] = []
+    i = 0
+    while i < len(words):
+        if not text[words[i][0]].isupper():
+            i += 1
+            continue
+        last = j = i
+        while j + 1 < len(words) and text[words[j][1] : words[j + 1][0]] in (" ", " & "):
+            following = text[words[j + 1][0] : words[j + 1][1]]
+            if not (following[0].isupper() or following.lower() in _CONNECTORS):
+                break
+            j += 1
+            if following[0].isupper():
+                last = j
+        capitals = [k for k in range(i, last + 1) if text[words[k][0]].isupper()]
+        for start in capitals:  # "The Fairhaven ... Trust", "Fairhaven ... Trust", "Fairhaven ... Devon"
+            for end in capitals:
+                if end - start + 1 > max_words:
+                    found.append((words[start][0], words[end][1]))
+                    possessive = words[end][2]
+                    if possessive is not None:
+                        found.append((words[start][0], possessive))
+        i = last + 1
+    return found
 
 
 def spans(text: str, max_words: int = 3) -> list[str]:
@@ -229,6 +273,8 @@ def spans(text: str, max_words: int = 3) -> list[str]:
 
     >>> spans("Ada met Charles.", 2)
     ['Ada', 'Ada met', 'met', 'met Charles', 'Charles']
+    >>> spans("Acme's chief", 1)
+    ["Acme's", 'Acme', 'chief']
     """
     seen: dict[str, None] = {}
     for start, end in _span_positions(text, max_words):

@@ -48,7 +48,8 @@ from promptask.tasks.yaml_safe import load_yaml
 __all__ = ["load_task", "load_tasks", "task_from_mapping"]
 
 # YAML_OPTIONS are handed to the spec unchanged; these need reading first.
-_KEYS = {*YAML_OPTIONS, "name", "version", "inputs", "output", "template", "template_file", "examples", "checks"}
+_KEYS = {*YAML_OPTIONS, "name", "version", "inputs", "output", "template", "template_file", "examples", "checks",
+         "eval"}  # fmt: skip
 _JSON_TYPE_NAMES = {"string", "integer", "number", "boolean", "array", "object", "null"}
 
 
@@ -190,6 +191,8 @@ def task_from_mapping(
         options["checks_line"] = _block_offset(lines, "checks")
     if "version" in data:
         options["version"] = str(data["version"])
+    if "eval" in data:  # how `promptask eval` scores it: read by promptask.evaluate
+        options["metrics"] = data["eval"]
     try:
         spec = TaskSpec(
             name=name,

@@ -31,11 +31,14 @@ from promptask.backends.base import Backend
 from promptask.errors import TaskDefinitionError
 from promptask.types import Sampling
 
-__all__ = ["RESERVED_NAMES", "YAML_OPTIONS", "TaskOptions", "TaskSpec", "Validator"]
+__all__ = ["RESERVED_NAMES", "YAML_OPTIONS", "EvalMetric", "TaskOptions", "TaskSpec", "Validator"]
 
 Validator = Callable[[Any, Mapping[str, Any]], object]
 """``validator(output, inputs)``: raise ``ValueError`` (or ``AssertionError``) to reject an output;
 the message is shown to the model, which tries again."""
+
+EvalMetric = Callable[[Any, Mapping[str, Any]], float]
+"""``metric(output, row) -> float``: a custom evaluation metric (see :mod:`promptask.evaluate`)."""
 
 RESERVED_NAMES = frozenset({"backend", "cache", "task", "output_schema", "format_instructions"})
 """Names no input may have: call options and the variables every template gets."""
@@ -81,6 +84,9 @@ class TaskSpec:
     checks: str | None = _option(None, "a Jinja template whose output is an error")
     output_schema: Mapping[str, Any] | bool | None = _option(None, "the output JSON Schema, $eval values included")
     format_instructions: bool | None = _option(None, "append the output schema to the system message", yaml=True)
+    metrics: Sequence[str | EvalMetric] | Mapping[str, Any] | None = _option(
+        None, "how `promptask eval` scores the task (the YAML `eval:` key)"
+    )
     search_path: Sequence[str | Path] = _option((), "directories searched for template files")
     source: str | None = _option(None, "where the task was defined, for error messages")
     template_line: int = _option(0, "line of the inline template in its file")
@@ -132,7 +138,9 @@ class TaskSpec:
             ("version", isinstance(self.version, (str, int, float)), "a string"),
             ("format_instructions", self.format_instructions in (None, True, False), "true, false or null"),
             ("examples", isinstance(self.examples, Sequence) and not isinstance(self.examples, str), "a list"),
-        ]
+            ("metrics", self.metrics is None or (isinstance(self.metrics, (Sequence, Mapping))
+             and not isinstance(self.metrics, str)), "a list of metrics or a mapping {metrics, field, reference}"),
+        ]  # fmt: skip
 
     def error(self, message: str, *path: str | int) -> TaskDefinitionError:
         return TaskDefinitionError(message, source=self.source, path=path)
@@ -181,3 +189,4 @@ class TaskOptions(TypedDict, total=False):
     validators: Sequence[Validator]
     checks: str | None
     format_instructions: bool | None
+    metrics: Sequence[str | EvalMetric] | Mapping[str, Any] | None

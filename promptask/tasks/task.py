@@ -108,6 +108,10 @@ class Task(Generic[P, R]):
         format_instructions: append the output schema to the system message;
             by default on, unless the template uses ``output_schema`` or
             ``format_instructions`` itself.
+        metrics: how :func:`promptask.evaluate` scores the task: metric names
+            and ``metric(output, row) -> float`` functions, or a mapping
+            ``{metrics, field, reference}`` (the YAML ``eval:`` key); scoring
+            only, it never changes an answer or a cache key.
         search_path: directories searched for template files, before
             ``./prompts`` and the built-in prompts.
         source, template_line, checks_line: where the task was defined, so
