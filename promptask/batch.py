@@ -49,7 +49,7 @@ from promptask.tasks.result import TaskResult
 from promptask.tasks.task import Task
 from promptask.types import Usage
 
-__all__ = ["BatchSummary", "InputRow", "read_rows", "run_file"]
+__all__ = ["BatchSummary", "InputRow", "id_of", "parse_rows", "read_rows", "row_inputs", "run_file"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,17 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[InputRow]:
     except OSError as exc:
         raise UserError(f"cannot read {file}: {exc.strerror}") from None
     with handle:
-        if file.suffix.lower() == ".csv":
-            yield from _csv_rows(handle)
-        elif file.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            yield from _jsonl_rows(handle)
-        else:
-            raise UserError(f"{file}: give a .jsonl or .csv file")
+        yield from parse_rows(handle, file.suffix, name=str(file))
+
+
+def parse_rows(handle: TextIO, suffix: str, *, name: str = "input") -> Iterator[InputRow]:
+    """The rows of an open ``.jsonl`` or ``.csv`` text stream (by ``suffix``), malformed ones included."""
+    if suffix.lower() == ".csv":
+        yield from _csv_rows(handle)
+    elif suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        yield from _jsonl_rows(handle)
+    else:
+        raise UserError(f"{name}: give a .jsonl or .csv file")
 
 
 def _jsonl_rows(handle: TextIO) -> Iterator[InputRow]:
@@ -120,6 +125,20 @@ def is_text(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(is_text(option) for option in typing.get_args(annotation))
     return annotation is str
+
+
+def id_of(fields: Mapping[str, Any], number: int, id_field: str | None) -> Any:
+    """A row's id: its ``id_field`` (``id`` by default) when present, else its row number."""
+    return fields.get(id_field or "id", number)
+
+
+def row_inputs(
+    task: Task[Any, Any], fields: Mapping[str, Any], rename: Mapping[str, str], constants: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The task inputs a row gives: its fields renamed, only the task's inputs, over the constants."""
+    inputs = task.input_model.model_fields
+    renamed = {rename.get(name, name): value for name, value in fields.items()}
+    return coerce_text(task, {**(constants or {}), **{k: v for k, v in renamed.items() if k in inputs}})
 
 
 def coerce_text(task: Task[Any, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -258,7 +277,6 @@ def run_file(
         print(f"promptask: {input_path}:{row.line}: {row.problem}; skipped", file=log)
     summary.malformed = len(malformed)
 
-    inputs = set(task.input_model.model_fields)
     rename = dict(rename or {})
     todo: list[tuple[int, dict[str, Any]]] = []
     ids: dict[int, Any] = {}
@@ -267,10 +285,9 @@ def run_file(
     for row in rows:
         if row.fields is None:
             continue
-        fields = {rename.get(name, name): value for name, value in row.fields.items()}
         if id_field is not None and id_field not in row.fields:
             raise UserError(f"{input_path}:{row.line}: no {id_field!r} field (given by --id-field)")
-        row_id = row.fields.get(id_field or "id", row.number)
+        row_id = id_of(row.fields, row.number, id_field)
         key = _key(row_id)
         if key in seen:
             raise UserError(f"{input_path}:{row.line}: id {row_id!r} repeats row {seen[key]}; ids must be unique")
@@ -279,8 +296,7 @@ def run_file(
         if key in finished:
             summary.already_done += 1
             continue
-        values = {**(constants or {}), **{k: v for k, v in fields.items() if k in inputs}}
-        todo.append((row.number, coerce_text(task, values)))
+        todo.append((row.number, row_inputs(task, row.fields, rename, constants)))
 
     meter = Progress(len(todo), label=task.name, enabled=progress is not False, stream=log)
     out.parent.mkdir(parents=True, exist_ok=True)
