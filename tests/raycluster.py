@@ -71,9 +71,10 @@ class Node:
         self.address = address
         self.log = log
 
-    def worker_pids(self) -> list[int]:
-        """This node's worker processes (where actors and tasks run)."""
-        return [pid for pid in descendants(self.process.pid) if "default_worker.py" in command_line(pid)]
+    def workers(self) -> dict[int, str]:
+        """This node's worker processes (where actors and tasks run), by pid, with their titles."""
+        found = {pid: command_line(pid) for pid in descendants(self.process.pid)}
+        return {pid: line for pid, line in found.items() if "default_worker.py" in line or line.startswith("ray::")}
 
     def stop(self) -> None:
         pids = descendants(self.process.pid)
