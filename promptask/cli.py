@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from promptask import ray as on_ray
 from promptask._version import __version__
 from promptask.batch import coerce_text, run_file
 from promptask.errors import ExecutionError, OutputValidationError, PromptaskError, UserError
@@ -256,8 +257,6 @@ def _run_file(task: Task[..., Any], args: argparse.Namespace) -> int:
 
 
 def _run_ray(task: Task[..., Any], args: argparse.Namespace, rename: dict[str, str]) -> int:
-    from promptask import ray as on_ray
-
     summary = on_ray.run(
         task,
         args.file,

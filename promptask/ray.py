@@ -34,6 +34,7 @@ How a run goes:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -45,10 +46,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
+from promptask import config
 from promptask.backends.base import Backend
-from promptask.batch import BatchSummary, _key, _record, id_of, parse_rows, row_inputs
+from promptask.batch import BatchSummary, InputRow, _key, _record, id_of, parse_rows, row_inputs
 from promptask.config import DEFAULT_BACKEND, CacheSetting
-from promptask.errors import ConfigurationError, PromptaskError, TaskDefinitionError, UserError
+from promptask.errors import ConfigurationError, ExecutionError, PromptaskError, TaskDefinitionError, UserError
 from promptask.progress import Progress
 from promptask.tasks.result import TaskResult
 from promptask.tasks.task import Task
@@ -156,8 +158,6 @@ def _printable(text: str) -> str:
 
 def _file_rows(f: Any, path: str) -> Iterator[Any]:
     """Rows of one file; bytes that are not UTF-8 survive decoding so the row holding them can be named."""
-    from promptask.batch import InputRow
-
     suffix = Path(path).suffix.lower()
     if suffix == ".parquet":
         import pyarrow as pa
@@ -359,9 +359,10 @@ def _backend_for(spec: BackendSpec, cpus: float) -> Backend | str:
     if isinstance(spec, str):
         scheme, _, rest = spec.strip().partition(":")
         if scheme == "llamacpp":
-            from promptask.backends.llamacpp import LlamaCppBackend
-
-            return LlamaCppBackend(rest or None, n_threads=max(1, int(cpus)))
+            # Imported by name, as the backend registry does: llama.cpp is an extra of its own.
+            llamacpp = importlib.import_module("promptask.backends.llamacpp")
+            backend: Backend = llamacpp.LlamaCppBackend(rest or None, n_threads=max(1, int(cpus)))
+            return backend
         return spec
     if isinstance(spec, Backend):
         return spec
@@ -471,8 +472,6 @@ def _summary_columns(
 
 def _backend_spec(task: Task[Any, Any], backend: BackendSpec | None) -> BackendSpec:
     """What the actors build: the call's backend, the task's, the configured one, $PROMPTASK_BACKEND, the default."""
-    from promptask import config
-
     for spec in (backend, task.backend, config._settings.backend, os.environ.get("PROMPTASK_BACKEND")):
         if spec:
             return spec
@@ -676,8 +675,6 @@ def _user_error(exc: Exception) -> PromptaskError:
         cause = getattr(cause, "cause", None) or cause.__cause__
     if isinstance(cause, PromptaskError):
         return cause
-    from promptask.errors import ExecutionError
-
     first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return ExecutionError(f"the Ray job failed: {first}")
 
