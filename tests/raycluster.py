@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -137,3 +138,4 @@ def head_node(cpus: int = 3, store_mb: int = 300) -> Iterator[Node]:
         yield node
     finally:
         node.stop()
+        shutil.rmtree(temp_dir, ignore_errors=True)
