@@ -57,7 +57,7 @@ from promptask.tasks.result import TaskResult
 from promptask.tasks.task import Task
 from promptask.types import Usage
 
-__all__ = ["MAX_FIELD_CHARS", "BatchSummary", "InputRow", "read_rows", "run_file"]
+__all__ = ["MAX_FIELD_CHARS", "BatchSummary", "InputRow", "id_of", "parse_rows", "read_rows", "row_inputs", "run_file"]
 
 MAX_FIELD_CHARS = 16 * 2**20
 """Longest CSV field read (Python's csv module stops at 131,072 characters by default)."""
@@ -86,11 +86,19 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[InputRow]:
     except OSError as exc:
         raise UserError(f"cannot read {file}: {exc.strerror}") from None
     with handle:
-        text = _utf8_lines(handle, file)
-        yield from _csv_rows(text, file) if kind == ".csv" else _jsonl_rows(text)
+        yield from parse_rows(handle, kind, name=str(file))
 
 
-def _utf8_lines(handle: Iterable[bytes], file: Path) -> Iterator[str]:
+def parse_rows(handle: Iterable[bytes], suffix: str, *, name: str = "input") -> Iterator[InputRow]:
+    """The rows of an open binary ``.jsonl`` or ``.csv`` stream (by ``suffix``), malformed ones included."""
+    kind = suffix.lower()
+    if kind != ".csv" and kind not in (".jsonl", ".json", ".ndjson"):
+        raise UserError(f"{name}: give a .jsonl or .csv file")
+    text = _utf8_lines(handle, name)
+    yield from _csv_rows(text, name) if kind == ".csv" else _jsonl_rows(text)
+
+
+def _utf8_lines(handle: Iterable[bytes], name: str) -> Iterator[str]:
     """Lines decoded one by one, so a byte that is not UTF-8 is reported with its line; a leading BOM is dropped."""
     for number, raw in enumerate(handle, 1):
         if number == 1 and raw.startswith(_BOM):
@@ -99,7 +107,7 @@ def _utf8_lines(handle: Iterable[bytes], file: Path) -> Iterator[str]:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise UserError(
-                f"{file}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                f"{name}:{number}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
                 "save the file as UTF-8"
             ) from None
 
@@ -124,14 +132,14 @@ def _jsonl_rows(lines: Iterable[str]) -> Iterator[InputRow]:
         yield InputRow(number, line_number, value)
 
 
-def _csv_rows(lines: Iterable[str], file: Path) -> Iterator[InputRow]:
+def _csv_rows(lines: Iterable[str], name: str) -> Iterator[InputRow]:
     if csv.field_size_limit() < MAX_FIELD_CHARS:
         csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide, but only ever raised
     reader = csv.reader(lines)
     try:
         header = next(reader, None)
     except csv.Error as exc:
-        raise UserError(f"{file}:{reader.line_num}: cannot read the CSV header ({exc})") from None
+        raise UserError(f"{name}:{reader.line_num}: cannot read the CSV header ({exc})") from None
     if not header:
         return
     number = 0
@@ -162,6 +170,20 @@ def is_text(annotation: Any) -> bool:
     if origin in (typing.Union, types.UnionType):
         return any(is_text(option) for option in typing.get_args(annotation))
     return annotation is str
+
+
+def id_of(fields: Mapping[str, Any], number: int, id_field: str | None) -> Any:
+    """A row's id: its ``id_field`` (``id`` by default) when present, else its row number."""
+    return fields.get(id_field or "id", number)
+
+
+def row_inputs(
+    task: Task[Any, Any], fields: Mapping[str, Any], rename: Mapping[str, str], constants: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The task inputs a row gives: its fields renamed, only the task's inputs, over the constants."""
+    inputs = task.input_model.model_fields
+    renamed = {rename.get(name, name): value for name, value in fields.items()}
+    return coerce_text(task, {**(constants or {}), **{k: v for k, v in renamed.items() if k in inputs}})
 
 
 def coerce_text(task: Task[Any, Any], values: Mapping[str, Any]) -> dict[str, Any]:
@@ -345,7 +367,6 @@ def run_file(
         print(f"promptask: {input_path}:{row.line}: {row.problem}; skipped", file=log)
     summary.malformed = len(malformed)
 
-    inputs = set(task.input_model.model_fields)
     rename = dict(rename or {})
     todo: list[tuple[int, dict[str, Any]]] = []
     ids: dict[int, Any] = {}
@@ -354,10 +375,9 @@ def run_file(
     for row in rows:
         if row.fields is None:
             continue
-        fields = {rename.get(name, name): value for name, value in row.fields.items()}
         if id_field is not None and id_field not in row.fields:
             raise UserError(f"{input_path}:{row.line}: no {id_field!r} field (given by --id-field)")
-        row_id = row.fields.get(id_field or "id", row.number)
+        row_id = id_of(row.fields, row.number, id_field)
         key = _key(row_id)
         if key in seen:
             raise UserError(f"{input_path}:{row.line}: id {row_id!r} repeats row {seen[key]}; ids must be unique")
@@ -366,8 +386,7 @@ def run_file(
         if key in finished:
             summary.already_done += 1
             continue
-        values = {**(constants or {}), **{k: v for k, v in fields.items() if k in inputs}}
-        todo.append((row.number, coerce_text(task, values)))
+        todo.append((row.number, row_inputs(task, row.fields, rename, constants)))
 
     meter = Progress(len(todo), label=task.name, enabled=progress is not False, stream=log)
     out.parent.mkdir(parents=True, exist_ok=True)

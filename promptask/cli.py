@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from promptask import ray as on_ray
 from promptask._version import __version__
 from promptask.batch import coerce_text, run_file
 from promptask.errors import ExecutionError, OutputValidationError, PromptaskError, UserError
@@ -84,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed row")
     batch.add_argument("--strict", action="store_true", help="refuse to run if any input row is malformed")
     batch.add_argument("--no-progress", action="store_true", help="no progress output")
+    on = p_run.add_argument_group("batch runs on Ray (pip install 'promptask[ray]'; --out is then a folder)")
+    on.add_argument("--ray", action="store_true", help="run the batch on Ray Data: a local Ray, or --ray-address")
+    on.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, ray://host:10001)")
+    on.add_argument("--workers", type=int, default=1, metavar="N", help="Ray actors, one backend each")
+    on.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs (llama.cpp threads) each")
+    on.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs each")
+    on.add_argument("--batch-size", type=int, default=16, metavar="B", help="rows per Ray batch (one part file)")
+    on.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="part file format")
     p_run.add_argument(
         "--json", action="store_true", help="print the whole result (output, attempts, usage, timing) as JSON"
     )
@@ -265,6 +274,8 @@ def _type_label(annotation: Any) -> str:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     task = find_task(args.task, _task_dirs(args.tasks))
+    if args.ray and not args.file:
+        raise UserError("--ray needs --file INPUT and --out OUTPUT_DIR")
     if args.file:
         return _run_file(task, args)
     if args.out:
@@ -286,6 +297,10 @@ def _run_file(task: Task[..., Any], args: argparse.Namespace) -> int:
         if not sep or not field or not name:
             raise UserError(f"--map {pair!r}: write FIELD=INPUT")
         rename[field] = name
+    if args.ray:
+        if args.fail_fast:
+            raise UserError("--fail-fast does not apply to --ray runs: their rows run in parallel batches")
+        return _run_ray(task, args, rename)
     summary = run_file(
         task,
         args.file,
@@ -371,6 +386,31 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"promptask: below minimum: {'; '.join(missed)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_ray(task: Task[..., Any], args: argparse.Namespace, rename: dict[str, str]) -> int:
+    summary = on_ray.run(
+        task,
+        args.file,
+        args.out,
+        backend=args.backend,
+        address=args.ray_address,
+        workers=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
+        batch_size=args.batch_size,
+        concurrency=args.concurrency,
+        cache=args.cache,
+        constants=_parse_inputs(task, args.input),
+        rename=rename,
+        id_field=args.id_field,
+        strict=args.strict,
+        output_format=args.format,
+        progress=not args.no_progress,
+    )
+    if summary.interrupted:
+        return 130
+    return 1 if summary.failed else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

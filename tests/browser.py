@@ -99,7 +99,9 @@ class Chromium:
             context.close()
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread while it is
+# open, and asyncio.run() in any later test would fail.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Chromium]:
     executable = find_chromium()
     if executable is None:

@@ -1,0 +1,81 @@
+"""Batch runs on Ray against a local batch run, on the default model, each figure within one run.
+
+    .venv/bin/python bench/ray.py [--rows 48]
+
+Runs ``promptask run sentiment --file`` locally (llama.cpp on every core), then
+the same rows with ``--ray`` as 1 worker x 2 threads and 2 workers x 1 thread,
+each from a fresh command with the cache off.  Times are promptask's own
+summaries: a run's seconds from reading its input to its last row (model
+loading included, both ways); for Ray, minus Ray's start-up, which is reported
+on its own.  Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXTS = [
+    "The battery lasts two days and the screen is bright.",
+    "It broke after a week and support never answered.",
+    "Delivery was on time; the box was a little dented.",
+    "Absolutely love the camera, best phone I have owned.",
+    "The sound is tinny and the app crashes constantly.",
+    "It does what it says, nothing more, nothing less.",
+]
+SUMMARY = re.compile(r"(\d+) done .*; ([\d.]+) s(?:; \d+ part files in .* \(Ray start ([\d.]+) s\))?")
+
+
+def run(args: list[str]) -> tuple[float, float]:
+    """(seconds of the run, Ray start-up seconds) from promptask's summary line."""
+    env = {**os.environ, "PROMPTASK_CACHE": "off", "PYTHONPATH": str(ROOT)}
+    env.pop("PROMPTASK_BACKEND", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "promptask", "run", "sentiment", "--no-progress", *args],
+        env=env, capture_output=True, text=True, timeout=1800, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"promptask failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    match = SUMMARY.search(done.stderr.strip().splitlines()[-1])
+    assert match, done.stderr
+    return float(match.group(2)), float(match.group(3) or 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=48)
+    rows = parser.parse_args().rows
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "in.jsonl"
+        source.write_text(
+            "".join(json.dumps({"id": i, "text": f"{TEXTS[i % len(TEXTS)]} (#{i})"}) + "\n" for i in range(rows))
+        )
+        local_s, _ = run(["--file", str(source), "--out", f"{tmp}/local.jsonl"])
+        one_s, one_start = run(["--file", str(source), "--out", f"{tmp}/one", "--ray", "--cpus-per-worker", "2"])
+        two_s, two_start = run(["--file", str(source), "--out", f"{tmp}/two", "--ray", "--workers", "2"])
+    one_engine, two_engine = one_s - one_start, two_s - two_start
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "cores": os.cpu_count(),
+                "local_rows_per_s": round(rows / local_s, 2),
+                "ray_1x2_rows_per_s": round(rows / one_engine, 2),
+                "ray_2x1_rows_per_s": round(rows / two_engine, 2),
+                "ray_1x2_over_local_time": round(one_engine / local_s, 3),
+                "ray_2x1_over_local_time": round(two_engine / local_s, 3),
+                "ray_startup_s": [round(one_start, 1), round(two_start, 1)],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
