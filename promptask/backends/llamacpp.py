@@ -21,6 +21,11 @@ How a generation runs:
   batch without sampling.
 * Greedy decoding at ``temperature=0``; otherwise seeded sampling with
   temperature and top-p.
+* Scores (:func:`promptask.backends.local.score_row`): the context's KV
+  cache is kept, and every candidate runs in one ``llama_decode`` as its own
+  sequence sharing the context's cells (the context is created with
+  :data:`SCORE_SEQUENCES` sequences in one unified KV cache, which costs no
+  memory).
 
 The decoding itself (constraint, sampler, limits) is the shared core in
 :mod:`promptask.backends.local`; this module loads the model and evaluates
@@ -34,6 +39,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +52,24 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.local import DecodeRow, LocalModel, ModelPool
+from promptask.backends.local import DecodeRow, LocalModel, ModelPool, log_softmax, score_row
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["SCORE_SEQUENCES", "LlamaCppBackend"]
+
+SCORE_SEQUENCES = 64
+"""Candidate sequences scored together in one batch (more are scored in several)."""
+_default_context_params = llama_cpp.llama_cpp.llama_context_default_params
+
+
+def _context_params() -> Any:
+    # llama-cpp-python has no argument for it: one sequence for decoding, the others for scoring candidates.
+    params = _default_context_params()
+    params.n_seq_max = SCORE_SEQUENCES + 1
+    params.kv_unified = True
+    return params
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,7 @@ class _Model(LocalModel):
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
         try:
+            llama_cpp.llama_cpp.llama_context_default_params = _context_params
             self.llama = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=settings.n_ctx,
@@ -85,6 +104,10 @@ class _Model(LocalModel):
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"cannot load model file {path}: {exc} (is it a complete GGUF file?)") from None
+        finally:
+            llama_cpp.llama_cpp.llama_context_default_params = _default_context_params
+        self._batch: Any = None
+        self.reuse_prefix = True
         vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         if vocab is None:
             raise BackendError(f"model file {path} has no vocabulary")
@@ -122,7 +145,74 @@ class _Model(LocalModel):
             warnings.filterwarnings("ignore", "llama_token_get_attr is deprecated", DeprecationWarning)
             return lltokenizer_from_vocab(self.vocab), self.n_vocab  # about half a second: once per model
 
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def score_continuations(self, context: Sequence[int], continuations: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Each continuation as its own sequence over the context's KV cells, all in one ``llama_decode``."""
+        llama = self.llama
+        head, last = list(context[:-1]), context[-1]
+        keep = 0
+        if self.reuse_prefix:
+            cached = llama.input_ids[: llama.n_tokens]
+            limit = min(len(cached), len(head))
+            if limit > 0:
+                mismatch = np.flatnonzero(cached[:limit] != np.asarray(head[:limit], dtype=cached.dtype))
+                keep = int(mismatch[0]) if mismatch.size else limit
+        llama.n_tokens = keep
+        if keep < len(head):
+            llama.eval(head[keep:])
+        base = len(head)
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        capacity = self.settings.n_batch
+        if self._batch is None:
+            self._batch = llama_cpp.llama_batch_init(capacity, 0, 1)
+        batch = self._batch
+        results: list[list[float]] = []
+        pending = list(continuations)
+        while pending:
+            group: list[Sequence[int]] = []
+            while (
+                pending
+                and len(group) < SCORE_SEQUENCES
+                and (not group or sum(len(c) + 1 for c in group) + len(pending[0]) + 1 <= capacity)
+            ):
+                group.append(pending.pop(0))
+            rows: list[list[int]] = []
+            n = 0
+            for seq, continuation in enumerate(group, start=1):
+                llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, base)
+                tokens = [last, *continuation][: capacity - n]
+                rows.append(list(range(n, n + len(tokens))))
+                for j, token in enumerate(tokens):
+                    batch.token[n] = token
+                    batch.pos[n] = base + j
+                    batch.n_seq_id[n] = 1
+                    batch.seq_id[n][0] = seq
+                    batch.logits[n] = j < len(tokens) - 1  # the last token predicts nothing scored
+                    n += 1
+            batch.n_tokens = n
+            status = llama_cpp.llama_decode(llama.ctx, batch)
+            try:
+                if status != 0:
+                    raise BackendError(f"llama_decode failed while scoring candidates (status {status})")
+                for continuation, row in zip(group, rows, strict=True):
+                    results.append([
+                        float(log_softmax(self._logits(row[j]))[token]) for j, token in enumerate(continuation)
+                    ])  # fmt: skip
+            finally:
+                for seq in range(1, len(group) + 1):
+                    llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+        return results
+
+    def _logits(self, index: int) -> npt.NDArray[np.float32]:
+        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
     def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
         self.llama.close()
 
     def decode(self, row: DecodeRow, reuse_prefix: bool) -> tuple[int, dict[str, float]]:
@@ -175,6 +265,7 @@ class LlamaCppBackend(BaseBackend):
 
     name = "llamacpp"
     schema_enforcement = SchemaEnforcement.TOKENS
+    confidence = "sequence"
     context_tokens: int | None = None
 
     def __init__(
@@ -217,7 +308,12 @@ class LlamaCppBackend(BaseBackend):
             row = DecodeRow(request, model.prompt_tokens(request.messages), model, seed=self.seed)
             cached, timings = model.decode(row, self.reuse_prefix)
             text = model.llama.detokenize(row.tokens).decode("utf-8", errors="replace")
-        return row.generation(text, cached_tokens=cached, timings=timings)
+            started = time.perf_counter()
+            model.reuse_prefix = self.reuse_prefix
+            scores = score_row(row)
+            if row.scored:
+                timings["score_s"] = time.perf_counter() - started
+        return row.generation(text, cached_tokens=cached, timings=timings, scores=scores)
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({str(self._settings.path)!r}, n_ctx={self._settings.n_ctx})"
