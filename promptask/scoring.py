@@ -52,8 +52,10 @@ __all__ = [
     "confidence_of",
     "finite_values",
     "format_path",
+    "json_text",
     "normalise",
     "parse_path",
+    "scores_from_logprobs",
     "value_key",
     "value_spans",
 ]
@@ -282,3 +284,68 @@ def choose_by_score(data: Any, scores: Scores) -> Any:
         except ValueError:
             parent[keys[-1]] = best  # a string candidate in place of a value of another type
     return out
+
+
+TokenLogprob = tuple[str, float, Mapping[str, float]]
+"""One generated token as a server reports it: its text, log-probability, and its top alternatives."""
+
+
+def scores_from_logprobs(tokens: Sequence[TokenLogprob], schema: Mapping[str, Any]) -> Scores | None:
+    """Approximate scores from a server's token log-probabilities (``logprobs`` with ``top_logprobs``).
+
+    The returned value of each finite field gets its whole-sequence
+    log-probability (its tokens along the generated path, closing character
+    included).  Another allowed value follows the generated path while its
+    text agrees with it, and then takes the best alternative token at the
+    first position where it departs, if that token is among the top
+    alternatives (else it gets no mass): the rest of its tokens are unknown,
+    so this overestimates it.  The candidates are then normalised.  ``None``
+    when the tokens do not spell a JSON answer.
+    """
+    text = "".join(token for token, _, _ in tokens)
+    try:
+        spans = value_spans(text, schema)
+    except ValueError:
+        return None
+    starts: list[int] = []
+    offset = 0
+    for token, _, _ in tokens:
+        starts.append(offset)
+        offset += len(token)
+    choices: dict[str, dict[str, float]] = {}
+    proxies: dict[str, float] = {}
+    for span in spans:
+        inside = [i for i, s in enumerate(starts) if s < span.end and s + len(tokens[i][0]) > span.start]
+        if span.candidates is not None and len(span.candidates) == 1:
+            choices[span.path] = {value_key(span.candidates[0]): 1.0}
+        elif span.candidates is not None and len(span.candidates) <= MAX_CANDIDATES and inside:
+            first = inside[0]
+            lead = text[starts[first] : span.start]
+            logprobs = [_path_logprob(tokens, first, lead + json_text(v) + span.closer) for v in span.candidates]
+            if all(lp == -math.inf for lp in logprobs):
+                continue
+            probabilities = normalise(logprobs)
+            choices[span.path] = {value_key(v): p for v, p in zip(span.candidates, probabilities, strict=True)}
+        elif inside:
+            proxies[span.path] = sum(tokens[i][1] for i in inside) / len(inside)
+    return Scores(choices, proxies, method="logprobs")
+
+
+def _path_logprob(tokens: Sequence[TokenLogprob], first: int, target: str) -> float:
+    """The log-probability of ``target`` from token ``first`` on, as far as the reported tokens tell."""
+    total = 0.0
+    i, rest = first, target
+    while rest and i < len(tokens):
+        token, logprob, alternatives = tokens[i]
+        if rest.startswith(token) and token:
+            total, rest, i = total + logprob, rest[len(token) :], i + 1
+            continue
+        matching = [lp for alt, lp in alternatives.items() if alt and alt != token and rest.startswith(alt)]
+        matching += [lp for alt, lp in alternatives.items() if alt and len(alt) > len(rest) and alt.startswith(rest)]
+        return total + max(matching) if matching else -math.inf
+    return total
+
+
+def json_text(value: Any) -> str:
+    """A value as compact JSON, as constrained decoding writes it."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))

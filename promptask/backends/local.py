@@ -26,7 +26,6 @@ request and the logits, and between the logits and the
 from __future__ import annotations
 
 import atexit
-import json
 import math
 import threading
 import warnings
@@ -40,7 +39,7 @@ import numpy.typing as npt
 from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
 from promptask.backends.repetition import JsonWatch
 from promptask.errors import BackendError
-from promptask.scoring import MAX_CANDIDATES, normalise, value_key, value_spans
+from promptask.scoring import MAX_CANDIDATES, json_text, normalise, value_key, value_spans
 from promptask.types import Generation, GenerationRequest, Message, Sampling, Scores, Usage
 
 __all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system", "log_softmax", "score_row"]
@@ -336,8 +335,3 @@ def score_row(row: DecodeRow) -> Scores | None:
         if inside:
             proxies[span.path] = sum(inside) / len(inside)
     return Scores(choices, proxies)
-
-
-def json_text(value: object) -> str:
-    """A value as compact JSON, as constrained decoding writes it."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
