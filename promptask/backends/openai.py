@@ -279,8 +279,7 @@ class OpenAIBackend(BaseBackend):
                     raise BackendError(self._scrub(f"{self.url} answered HTTP {exc.status}: {exc.message}")) from None
                 generation = self._generation(data, form, time.perf_counter() - started)
                 if request.scores and self._logprobs and request.schema is not None:
-                    scores = _scores(data, request.schema)
-                    self._logprobs_seen = scores is not None
+                    self._logprobs_seen, scores = _scores(data, request.schema)
                     generation = replace(generation, scores=scores)
                 return generation
 
@@ -425,8 +424,8 @@ def _close_all() -> None:
         backend.close()
 
 
-def _scores(data: Mapping[str, Any], schema: Mapping[str, Any]) -> Scores | None:
-    """Scores from ``choices[0].logprobs.content``; ``None`` when the server sent none."""
+def _scores(data: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[bool, Scores | None]:
+    """Whether the answer carried ``choices[0].logprobs.content``, and the scores derived from it."""
     try:
         content = data["choices"][0]["logprobs"]["content"]
         tokens = [
@@ -438,8 +437,8 @@ def _scores(data: Mapping[str, Any], schema: Mapping[str, Any]) -> Scores | None
             for t in content
         ]
     except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return scores_from_logprobs(tokens, schema) if tokens else None
+        return False, None
+    return bool(tokens), scores_from_logprobs(tokens, schema) if tokens else None
 
 
 def _public(url: str) -> str:
