@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import os
 from collections import deque
 from collections.abc import Sequence
@@ -148,7 +149,7 @@ class _Loaded(LocalModel):
         head, last = list(context[:-1]), int(context[-1])
         cache = None
         if head:
-            cache = self.model(input_ids=torch.tensor([head], device=device), use_cache=True).past_key_values
+            cache = _cache_of(self.model(input_ids=torch.tensor([head], device=device), use_cache=True))
             cache.batch_repeat_interleave(len(continuations))
         width = 1 + max(len(c) for c in continuations)
         ids = torch.full((len(continuations), width), pad, dtype=torch.long, device=device)
@@ -158,7 +159,7 @@ class _Loaded(LocalModel):
             ids[i, : 1 + len(continuation)] = torch.tensor([last, *continuation], device=device)
             mask[i, len(head) : len(head) + 1 + len(continuation)] = 1
         positions = torch.arange(len(head), len(head) + width, device=device).expand(len(continuations), width)
-        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{_CACHE: cache},
                             use_cache=cache is not None).logits  # fmt: skip
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         return [
@@ -186,7 +187,7 @@ class _Loaded(LocalModel):
                     shared += 1
             if shared >= _MIN_SHARED:
                 tokens = prompts[0][:shared]
-                kv = self.model(input_ids=torch.tensor([tokens], device=device), use_cache=True).past_key_values
+                kv = _cache_of(self.model(input_ids=torch.tensor([tokens], device=device), use_cache=True))
                 prefix = _Prefix(tokens, kv)
         shared = len(prefix.tokens) if prefix is not None else 0
         cache = None
@@ -202,7 +203,7 @@ class _Loaded(LocalModel):
             ids[i, width - len(suffix) :] = torch.tensor(suffix, device=device)
             mask[i, shared + width - len(suffix) :] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, shared:]
-        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        output = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **{_CACHE: cache},
                             use_cache=True)  # fmt: skip
         return output, mask, prefix
 
@@ -257,10 +258,10 @@ class _Loaded(LocalModel):
                 joining = [waiting.popleft() for _ in range(min(batch_size - len(active), len(waiting)))]
                 step, new_mask, prefix = self._prefill([rows[i].prompt for i in joining], prefix)
                 if active:
-                    mask = _join_rows(cache, mask, step.past_key_values, new_mask)
+                    mask = _join_rows(cache, mask, _cache_of(step), new_mask)
                     logits = torch.cat([logits, step.logits[:, -1, :]])
                 else:
-                    cache, mask, logits = step.past_key_values, new_mask, step.logits[:, -1, :]
+                    cache, mask, logits = _cache_of(step), new_mask, step.logits[:, -1, :]
                     reshapeable = _reshapeable(cache)
                 active += joining
             chosen = self._choose(logits, [rows[i] for i in active])
@@ -278,12 +279,22 @@ class _Loaded(LocalModel):
             positions = mask.sum(dim=1, keepdim=True) - 1
             next_ids = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
             step = self.model(input_ids=next_ids, attention_mask=mask, position_ids=positions,
-                              past_key_values=cache, use_cache=True)  # fmt: skip
-            cache, logits = step.past_key_values, step.logits[:, -1, :]
+                              **{_CACHE: cache}, use_cache=True)  # fmt: skip
+            cache, logits = _cache_of(step), step.logits[:, -1, :]
         return [
             row.generation(str(self.tokenizer.decode(row.tokens, skip_special_tokens=True)), scores=score_row(row))
             for row in rows
         ]
+
+
+# transformers 5.24 renamed the KV cache argument and output field (past_key_values -> cache)
+_CACHE = (
+    "cache" if "cache" in inspect.signature(transformers.LlamaForCausalLM.forward).parameters else "past_key_values"
+)
+
+
+def _cache_of(output: Any) -> Any:
+    return getattr(output, "cache", None) if _CACHE == "cache" else output.past_key_values
 
 
 _MIN_SHARED = 16  # tokens; below this, evaluating a shared prefix separately does not pay
