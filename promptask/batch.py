@@ -89,20 +89,30 @@ def read_rows(path: str | os.PathLike[str]) -> Iterator[InputRow]:
         yield from parse_rows(handle, kind, name=str(file))
 
 
-def parse_rows(handle: Iterable[bytes], suffix: str, *, name: str = "input") -> Iterator[InputRow]:
-    """The rows of an open binary ``.jsonl`` or ``.csv`` stream (by ``suffix``), malformed ones included."""
+def parse_rows(
+    handle: Iterable[bytes], suffix: str, *, name: str = "input", keep_undecodable: bool = False
+) -> Iterator[InputRow]:
+    """The rows of an open binary ``.jsonl`` or ``.csv`` stream (by ``suffix``), malformed ones included.
+
+    A line that is not UTF-8 stops the run with its line number, unless
+    ``keep_undecodable``: then its bytes survive as surrogate escapes, for a
+    caller that reports such rows one by one.
+    """
     kind = suffix.lower()
     if kind != ".csv" and kind not in (".jsonl", ".json", ".ndjson"):
         raise UserError(f"{name}: give a .jsonl or .csv file")
-    text = _utf8_lines(handle, name)
+    text = _utf8_lines(handle, name, keep_undecodable=keep_undecodable)
     yield from _csv_rows(text, name) if kind == ".csv" else _jsonl_rows(text)
 
 
-def _utf8_lines(handle: Iterable[bytes], name: str) -> Iterator[str]:
+def _utf8_lines(handle: Iterable[bytes], name: str, *, keep_undecodable: bool = False) -> Iterator[str]:
     """Lines decoded one by one, so a byte that is not UTF-8 is reported with its line; a leading BOM is dropped."""
     for number, raw in enumerate(handle, 1):
         if number == 1 and raw.startswith(_BOM):
             raw = raw[len(_BOM) :]  # Excel's "CSV UTF-8" starts so; it would rename the first column
+        if keep_undecodable:
+            yield raw.decode("utf-8", errors="surrogateescape")
+            continue
         try:
             yield raw.decode("utf-8")
         except UnicodeDecodeError as exc:

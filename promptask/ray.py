@@ -169,7 +169,8 @@ def _file_rows(f: Any, path: str) -> Iterator[Any]:
                 number += 1
                 yield InputRow(number, number, fields)
         return
-    yield from parse_rows(io.BytesIO(f.readall()), suffix, name=path)
+    # Each read task reports its own undecodable rows (the driver names them); a run is not stopped by one.
+    yield from parse_rows(io.BytesIO(f.readall()), suffix, name=path, keep_undecodable=True)
 
 
 def _input_root(path: str) -> str | None:

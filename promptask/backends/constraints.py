@@ -182,7 +182,8 @@ def without_unenforceable_patterns(schema: Any, constraints: SchemaConstraints) 
                 _warned.add((pattern, path))
                 warnings.warn(
                     f"field {path or '(the answer)'}: its pattern {pattern!r} cannot be enforced while decoding "
-                    "(look-around is not supported); it is decoded without it and validated afterwards",
+                    "(the constraint engine lacks some of it, such as look-around or \\b); it is decoded without it "
+                    "and validated afterwards",
                     RuntimeWarning,
                     stacklevel=2,
                 )
