@@ -270,5 +270,12 @@ def test_24_rows_on_the_default_model_from_the_cli_equal_a_local_batch_run(tmp_p
     assert on.returncode == 0, on.stderr[-3000:]
     assert "sentiment: 24 rows: 24 done (0 cached, 0 already in the output), 0 failed, 0 malformed" in on.stderr
     expected = by_id([json.loads(line) for line in (tmp_path / "local.jsonl").read_text().splitlines()])
-    assert by_id(on_ray.read_output(tmp_path / "out")) == expected
+    # cached_tokens counts the KV-cache reuse of whichever row a worker ran before: it depends on how Ray
+    # split the blocks, not on the row, so it is left out of the comparison.
+    assert without_cached_tokens(by_id(on_ray.read_output(tmp_path / "out"))) == without_cached_tokens(expected)
     assert {r["output"]["label"] for r in expected.values()} <= {"positive", "negative", "neutral"}
+
+
+def without_cached_tokens(records: dict[Any, dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    return {key: {**r, "usage": {k: v for k, v in r["usage"].items() if k != "cached_tokens"}}
+            for key, r in records.items()}  # fmt: skip
