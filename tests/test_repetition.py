@@ -106,3 +106,15 @@ def test_without_retries_a_loop_is_an_output_validation_error_naming_the_field()
     looping = Generation('{"summary":"abab', finish_reason="repetition", note="repetition loop in field summary")
     with pytest.raises(OutputValidationError, match="repetition loop in field summary"):
         triage.run("x", backend=ScriptedBackend([looping]), cache=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('{"ref":{"type":"string",' + '"min_length":1,' * 12, "ref"),  # one key again and again
+        ('{"rule":' + '{"date":{"type":"date","maximum":1,"nested":' * 6, "rule.date.nested"),  # deeper each time
+    ],
+)
+def test_a_loop_in_the_structure_is_caught(text: str, field: str) -> None:
+    problem = feed_tokens(tokens_of(text))[0]
+    assert problem is not None and problem.startswith(f"repetition loop in field {field}")

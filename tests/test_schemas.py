@@ -244,7 +244,9 @@ def test_decoding_narrows_but_never_widens() -> None:
     open_object = {"type": "object", "properties": {"a": {"type": "string"}}}
     assert decoding_schema(open_object)["additionalProperties"] is False  # closed: fewer values
     members = CONSTRUCTS["allOf with two members"][0]
-    assert decoding_schema(members) == {**members, "type": "object"}  # no member closed: the other adds keys
+    merged = {"type": "object", "properties": {"id": {"type": "integer"}, "name": {"type": "string"}},
+              "required": ["id", "name"], "additionalProperties": False}  # fmt: skip
+    assert decoding_schema(members) == merged  # members merged first, then closed: neither forbids the other's key
     beside_ref = {"$ref": "#/$defs/a", "properties": {"b": {}}, "$defs": {"a": {"properties": {"c": {}}}}}
     inner = decoding_schema(beside_ref)["properties"]["answer"]
     assert "additionalProperties" not in json.dumps(inner)  # $ref beside properties: a conjunction

@@ -187,6 +187,11 @@ def without_unenforceable_patterns(schema: Any, constraints: SchemaConstraints) 
                     RuntimeWarning,
                     stacklevel=2,
                 )
+        patterned = node.get("patternProperties")
+        if isinstance(patterned, dict) and not all(constraints.enforceable(key) for key in patterned):
+            node.pop("patternProperties")  # key patterns the engine lacks: the keys are left free, as before
+            if node.get("additionalProperties") is False:
+                node["additionalProperties"] = next(iter(patterned.values())) if len(patterned) == 1 else {}
         for keys, sub in subschemas(node):
             name = str(keys[-1]) if keys[0] == "properties" else ""
             visit(sub, f"{path}.{name}".strip(".") if name else path)

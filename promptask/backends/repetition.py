@@ -8,23 +8,32 @@ string value being written, and reports a loop as soon as the end of that
 value repeats itself: a period of ``p`` characters repeated enough times to
 rule out ordinary text (six times for one to three characters, four up to
 twelve, three up to forty, twice for longer periods), and never fewer than
-:data:`MIN_LOOP_CHARS` characters.
+:data:`MIN_LOOP_CHARS` characters.  Loops in the structure itself (the same
+key written again and again, objects nested the same way level after level)
+are reported too: the text ending outside a string repeats a period at least
+four times over :data:`MIN_STRUCTURE_LOOP_CHARS` characters, nesting deeper
+each time or repeating keys inside one object (the same item many times in
+an array is not a loop).
 
 >>> watch = JsonWatch()
 >>> watch.feed('{"order": {"client_token": "1234567890123456789012345678901234567890')
 'repetition loop in field order.client_token'
 >>> JsonWatch().feed('{"summary": "The battery lasts two days and the screen is bright."}') is None
 True
+>>> JsonWatch().feed('{"ref": {"type": "string", ' + '"min_length": 1, ' * 8)
+'repetition loop in field ref'
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["MIN_LOOP_CHARS", "JsonWatch", "loop_period"]
+__all__ = ["MIN_LOOP_CHARS", "MIN_STRUCTURE_LOOP_CHARS", "JsonWatch", "loop_period"]
 
 MIN_LOOP_CHARS = 24
 MAX_PERIOD = 160
+MIN_STRUCTURE_LOOP_CHARS = 96
+STRUCTURE_REPEATS = 4
 
 
 def _repeats_needed(period: int) -> int:
@@ -37,7 +46,7 @@ def _repeats_needed(period: int) -> int:
     return 2
 
 
-def loop_period(text: str) -> int | None:
+def loop_period(text: str, *, min_chars: int = MIN_LOOP_CHARS, min_repeats: int = 2) -> int | None:
     """The period of a loop at the end of ``text``, or ``None`` (see the module docstring).
 
     >>> loop_period("Meet at noon. " * 3), loop_period("ababab"), loop_period("no loop here at all, none")
@@ -45,7 +54,7 @@ def loop_period(text: str) -> int | None:
     """
     n = len(text)
     for period in range(1, min(MAX_PERIOD, n // 2) + 1):
-        span = max(MIN_LOOP_CHARS, _repeats_needed(period) * period)
+        span = max(min_chars, max(min_repeats, _repeats_needed(period)) * period)
         if span <= n and text[n - span : n - period] == text[n - span + period :]:
             return period
     return None
@@ -69,6 +78,7 @@ class JsonWatch:
     escaped: bool = False
     string: list[str] = field(default_factory=list)
     checked: int = 0
+    tail: str = ""
 
     @property
     def in_value_string(self) -> bool:
@@ -90,11 +100,30 @@ class JsonWatch:
                 self._string_char(char)
             else:
                 self._structure_char(char)
+        self.tail = (self.tail + text)[-4 * MAX_PERIOD :]
+        if not self.in_string and len(self.tail) >= MIN_STRUCTURE_LOOP_CHARS:
+            period = loop_period(self.tail, min_chars=MIN_STRUCTURE_LOOP_CHARS, min_repeats=STRUCTURE_REPEATS)
+            if period is not None and self._degenerate(self.tail[-period:]):
+                return f"repetition loop in field {self.path()}"
         if self.in_value_string and len(self.string) - self.checked >= 1:
             self.checked = len(self.string)
             if len(self.string) >= MIN_LOOP_CHARS and loop_period("".join(self.string[-2 * MAX_PERIOD :])):
                 return f"repetition loop in field {self.path()}"
         return None
+
+    def _degenerate(self, period: str) -> bool:
+        """A structural period that nests deeper each time, or repeats keys inside one object.
+
+        Identical items of an array are left alone: a list may well hold the same value many times.
+        """
+        depth = lowest = 0
+        for char in period:  # strings inside the period are rare in such loops; brackets in them are counted too
+            depth += (char in "{[") - (char in "}]")
+            lowest = min(lowest, depth)
+        if depth > 0:
+            return True
+        level = len(self.stack) - 1 + lowest  # the container whose contents repeat
+        return level >= 0 and self.stack[level].kind == "object"
 
     def _string_char(self, char: str) -> None:
         if self.escaped:

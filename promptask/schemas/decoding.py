@@ -1,11 +1,16 @@
 """The schema decoding follows, derived from the user's schema: it admits the same values, or fewer.
 
-Three changes, none of which admits a value the user's schema rejects:
+Four changes, none of which admits a value the user's schema rejects:
 
 * **Draft forms.**  Keywords of drafts 4 to 2019-09 are rewritten in their
   2020-12 form, which the token-level engine reads: a boolean
   ``exclusiveMinimum`` with ``minimum``, ``items`` as a list (a tuple) with
   ``additionalItems``, and ``dependencies``.
+* **Enforceable forms.**  Keywords the engine would skip (conditionals,
+  ``dependentRequired``, ``propertyNames``, ...) are rewritten into ones it
+  enforces, admitting the same values or fewer
+  (:mod:`promptask.schemas.enforceable`); only formats are rewritten when
+  a ``$ref`` points inside a definition, which the other rewrites could move.
 * **Closed objects.**  An object that lists its properties and says nothing
   of others gets ``additionalProperties: false``, so a small model does not
   spend its tokens inventing keys.  An object combined with other schemas by
@@ -31,6 +36,7 @@ import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from promptask.schemas.enforceable import enforceable, formats_as_patterns
 from promptask.schemas.refs import resolve_ref
 
 __all__ = ["ANSWER", "decoding_schema", "is_object_schema", "subschemas"]
@@ -93,6 +99,7 @@ def decoding_schema(schema: Mapping[str, Any] | bool, *, wrap: bool | None = Non
     tree: Any = copy.deepcopy(schema) if isinstance(schema, Mapping) else {} if schema else {"not": {}}
     if any(name in draft for name in _LEGACY_DRAFTS):
         tree = _walk(tree, _modern_forms)
+    tree = _walk(tree, enforceable if _plain_refs(tree) else formats_as_patterns)
     tree = _close_objects(tree)
     if isinstance(tree, dict):
         tree.pop("$schema", None)
@@ -123,6 +130,23 @@ def _set(node: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
     container = list(container) if isinstance(container, list) else dict(container)
     container[rest[0]] = value  # type: ignore[index]
     node[str(key)] = container
+
+
+def _plain_refs(tree: Any) -> bool:
+    """Whether every local ``$ref`` names the root or a whole definition (then rewriting a node breaks none)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#") and ref != "#":
+                parts = ref[2:].split("/")
+                if len(parts) != 2 or parts[0] not in ("$defs", "definitions"):
+                    return False
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
 
 
 def _modern_forms(node: dict[str, Any]) -> dict[str, Any]:
