@@ -159,6 +159,10 @@ def test_conjoin_merges_objects_distributes_cases_and_says_when_it_cannot() -> N
     assert conjoin({"required": ["a"]}, {"anyOf": [{"required": ["b"]}, {"required": ["c"]}]}) == {
         "anyOf": [{"required": ["a", "b"]}, {"required": ["a", "c"]}]
     }
+    assert conjoin({"properties": {"x": {}}}, {"properties": {"y": {}}, "additionalProperties": False}) == {
+        "properties": {"x": False, "y": {}},
+        "additionalProperties": False,
+    }  # x is extra to the second schema, which forbids it
     assert conjoin({"$ref": "#/$defs/a"}, {"required": ["b"]}) is None
     assert conjoin({"minimum": 1}, {"minimum": 2}) is None
 

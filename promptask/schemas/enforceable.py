@@ -185,6 +185,8 @@ def conjoin(a: Any, b: Any) -> Any:
             live = [case for case in cases if case is not False]
             return live[0] if len(live) == 1 and word == "anyOf" else {word: live} if live else False
     out = copy.deepcopy(dict(a))
+    if _constrain_listed(out, b) is None:
+        return None
     for key, value in b.items():
         if key == "required":
             out["required"] = list(dict.fromkeys([*out.get("required", []), *value]))
@@ -225,6 +227,23 @@ def _conjoin_properties(out: dict[str, Any], properties: Mapping[str, Any]) -> d
         if merged is False and name in out.get("required", ()):
             return None  # required and forbidden: leave it to the validator
         listed[name] = merged
+    return out
+
+
+def _constrain_listed(out: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``b``'s ``additionalProperties`` applied to the keys ``out`` lists and ``b`` does not: extra to ``b``."""
+    extra = b.get("additionalProperties", True)
+    listed = out.get("properties")
+    if extra is True or extra == {} or not isinstance(listed, dict):
+        return out
+    if "patternProperties" in b:
+        return None
+    for name in list(listed):
+        if name not in (b.get("properties") or {}):
+            merged = conjoin(listed[name], extra)
+            if merged is None or (merged is False and name in out.get("required", ())):
+                return None
+            listed[name] = merged
     return out
 
 
