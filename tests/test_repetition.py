@@ -112,9 +112,19 @@ def test_without_retries_a_loop_is_an_output_validation_error_naming_the_field()
     ("text", "field"),
     [
         ('{"ref":{"type":"string",' + '"min_length":1,' * 12, "ref"),  # one key again and again
-        ('{"rule":' + '{"date":{"type":"date","maximum":1,"nested":' * 6, "rule.date.nested"),  # deeper each time
+        ('{"rule":' + '{"date":{"type":"date","maximum":1,"nested":' * 9, "rule.date.nested"),  # deeper each time
+        ('{"env":{"' + "PATH_" * 20, "a key of field env"),  # a key that never ends
     ],
 )
 def test_a_loop_in_the_structure_is_caught(text: str, field: str) -> None:
     problem = feed_tokens(tokens_of(text))[0]
-    assert problem is not None and problem.startswith(f"repetition loop in field {field}")
+    assert problem is not None
+    assert problem.startswith(
+        f"repetition loop in {field}" if field.startswith("a key") else f"repetition loop in field {field}"
+    )
+
+
+def test_a_recursive_answer_may_nest_a_few_identical_levels() -> None:
+    level = '{"leaf":false,"feature":"age","threshold":30,"left":'
+    text = '{"tree":' + level * 6 + '{"leaf":true,"prediction":"yes"}' + "}" * 7
+    assert feed_tokens(tokens_of(text))[0] is None

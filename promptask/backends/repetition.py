@@ -10,10 +10,12 @@ rule out ordinary text (six times for one to three characters, four up to
 twelve, three up to forty, twice for longer periods), and never fewer than
 :data:`MIN_LOOP_CHARS` characters.  Loops in the structure itself (the same
 key written again and again, objects nested the same way level after level)
-are reported too: the text ending outside a string repeats a period at least
-four times over :data:`MIN_STRUCTURE_LOOP_CHARS` characters, nesting deeper
-each time or repeating keys inside one object (the same item many times in
-an array is not a loop).
+are reported too: the text ending outside a string repeats a period over
+:data:`MIN_STRUCTURE_LOOP_CHARS` characters or more, four times where it
+repeats keys inside one object, eight where it nests one level deeper each
+time (a recursive answer may legitimately nest a few identical levels); the
+same item many times in an array is not a loop.  Keys are watched like
+string values: a key that loops is reported as ``a key of field ...``.
 
 >>> watch = JsonWatch()
 >>> watch.feed('{"order": {"client_token": "1234567890123456789012345678901234567890')
@@ -34,6 +36,7 @@ MIN_LOOP_CHARS = 24
 MAX_PERIOD = 160
 MIN_STRUCTURE_LOOP_CHARS = 96
 STRUCTURE_REPEATS = 4
+NESTING_REPEATS = 8
 
 
 def _repeats_needed(period: int) -> int:
@@ -103,27 +106,29 @@ class JsonWatch:
         self.tail = (self.tail + text)[-4 * MAX_PERIOD :]
         if not self.in_string and len(self.tail) >= MIN_STRUCTURE_LOOP_CHARS:
             period = loop_period(self.tail, min_chars=MIN_STRUCTURE_LOOP_CHARS, min_repeats=STRUCTURE_REPEATS)
-            if period is not None and self._degenerate(self.tail[-period:]):
+            kind = self._degenerate(self.tail[-period:]) if period is not None else None
+            if kind == "keys" or (kind == "nesting" and loop_period(self.tail, min_chars=MIN_STRUCTURE_LOOP_CHARS,
+                                                                    min_repeats=NESTING_REPEATS)):  # fmt: skip
                 return f"repetition loop in field {self.path()}"
-        if self.in_value_string and len(self.string) - self.checked >= 1:
+        if self.in_string and len(self.string) - self.checked >= 1:
             self.checked = len(self.string)
             if len(self.string) >= MIN_LOOP_CHARS and loop_period("".join(self.string[-2 * MAX_PERIOD :])):
-                return f"repetition loop in field {self.path()}"
+                where = "a key of field" if self.is_key else "field"
+                return f"repetition loop in {where} {self.path()}"
         return None
 
-    def _degenerate(self, period: str) -> bool:
-        """A structural period that nests deeper each time, or repeats keys inside one object.
-
-        Identical items of an array are left alone: a list may well hold the same value many times.
-        """
+    def _degenerate(self, period: str) -> str | None:
+        """``"nesting"`` for a structural period that nests deeper each time, ``"keys"`` for one that repeats keys
+        inside one object, else ``None``: identical items of an array are left alone, since a list may well hold
+        the same value many times."""
         depth = lowest = 0
         for char in period:  # strings inside the period are rare in such loops; brackets in them are counted too
             depth += (char in "{[") - (char in "}]")
             lowest = min(lowest, depth)
         if depth > 0:
-            return True
+            return "nesting"
         level = len(self.stack) - 1 + lowest  # the container whose contents repeat
-        return level >= 0 and self.stack[level].kind == "object"
+        return "keys" if level >= 0 and self.stack[level].kind == "object" else None
 
     def _string_char(self, char: str) -> None:
         if self.escaped:
