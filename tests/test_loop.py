@@ -79,6 +79,19 @@ def test_truncation_is_reported_as_such() -> None:
         person.with_options(retries=0).run(text="x", backend=ScriptedBackend([cut]), cache=False)
 
 
+def test_a_cut_answer_is_not_shown_again_the_retry_asks_for_a_shorter_one() -> None:
+    cut = Generation(text='{"name": "Ad' + "a" * 40, finish_reason="length", usage=Usage(10, 7))
+    looped = Generation(text='{"name": "lalala', finish_reason="repetition", note="repetition loop in field name")
+    backend = ScriptedBackend([cut, looped, {"name": "Ada", "age": 36}])
+    result = person.run(text="Ada is 36.", backend=backend, cache=False)
+    assert result.output.name == "Ada" and len(result.attempts) == 3
+    first, second, third = (request.messages for request in backend.requests)
+    for retry, reason in ((second, "output truncated at 7 tokens"), (third, "repetition loop in field name")):
+        assert len(retry) == len(first) and [m.role for m in retry] == [m.role for m in first]
+        assert retry[-1].content.startswith(first[-1].content) and reason in retry[-1].content
+        assert "shorter" in retry[-1].content and "Ad" + "a" * 40 not in "".join(m.content for m in retry)
+
+
 def test_lenient_parsing_only_for_backends_that_do_not_constrain() -> None:
     assert extract_json('Here:\n```json\n{"a": [1, 2]}\n```', lenient=True) == {"a": [1, 2]}
     assert extract_json('The answer is {"a": 1} as requested.', lenient=True) == {"a": 1}

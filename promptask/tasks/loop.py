@@ -6,7 +6,9 @@
                   --miss--> GenerationRequest (messages, JSON Schema, sampling) --> the backend
                   --parse JSON--> check (schema, validators, checks)
                   --invalid--> append the answer and the error, generate again (``retries`` times,
-                               sampled as ``PreparedCall.sampling_for`` says)
+                               sampled as ``PreparedCall.sampling_for`` says); an answer cut at
+                               max_tokens or stopped in a loop is not shown again: the original
+                               messages are sent with a note asking for a shorter answer
                   --valid--> cache store --> TaskResult
 
 The loop is written once, as a generator that yields each
@@ -37,6 +39,8 @@ R = TypeVar("R")
 CallLoop = Generator[GenerationRequest, Generation, TaskResult[R]]
 
 RETRY_MESSAGE = "That answer was rejected: {error}. Reply again with only the corrected JSON object."
+SHORTER_MESSAGE = ("An earlier answer was stopped: {error}. Answer again with a shorter JSON object: brief strings, "
+                   "few list items, and optional fields only where the text gives them.")  # fmt: skip
 
 
 def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | None, mode: CacheMode) -> CallLoop[R]:
@@ -74,10 +78,13 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
                 tokens = generation.usage.completion_tokens or call.sampling.max_tokens
                 error = f"output truncated at {tokens} tokens; raise max_tokens ({error})"
             attempts.append(_attempt(generation, error))
-            conversation += [
-                Message("assistant", generation.text),
-                Message("user", RETRY_MESSAGE.format(error=error)),
-            ]
+            if generation.finish_reason in ("length", "repetition"):
+                conversation = _start_again(call.messages, error)  # a cut answer is long and only invites a copy
+            else:
+                conversation += [
+                    Message("assistant", generation.text),
+                    Message("user", RETRY_MESSAGE.format(error=error)),
+                ]
             continue
         attempts.append(_attempt(generation, None))
         if cache is not None and key is not None:
@@ -94,6 +101,14 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
             schema_enforcement=enforcement,
         )
     raise OutputValidationError(call.task, attempts, usage)
+
+
+def _start_again(messages: tuple[Message, ...], error: str) -> list[Message]:
+    """The original conversation with a note on the last user turn: the cut answer is not shown again."""
+    *head, last = messages
+    if last.role != "user":
+        return [*messages, Message("user", SHORTER_MESSAGE.format(error=error))]
+    return [*head, Message("user", f"{last.content}\n\n{SHORTER_MESSAGE.format(error=error)}")]
 
 
 def _attempt(generation: Generation, error: str | None) -> Attempt:
