@@ -1,6 +1,6 @@
 """Batch runs on Ray against a local batch run, on the default model, each figure within one run.
 
-    .venv/bin/python bench/ray.py [--rows 48]
+    .venv/bin/python bench/ray.py [--rows 48] [--batch-size 16]
 
 Runs ``promptask run sentiment --file`` locally (llama.cpp on every core), then
 the same rows with ``--ray`` as 1 worker x 2 threads and 2 workers x 1 thread,
@@ -51,20 +51,23 @@ def run(args: list[str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=48)
-    rows = parser.parse_args().rows
+    parser.add_argument("--batch-size", type=int, default=16, help="rows per Ray batch (promptask's default: 16)")
+    options = parser.parse_args()
+    rows, batch = options.rows, ["--batch-size", str(options.batch_size)]
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "in.jsonl"
         source.write_text(
             "".join(json.dumps({"id": i, "text": f"{TEXTS[i % len(TEXTS)]} (#{i})"}) + "\n" for i in range(rows))
         )
         local_s, _ = run(["--file", str(source), "--out", f"{tmp}/local.jsonl"])
-        one_s, one_start = run(["--file", str(source), "--out", f"{tmp}/one", "--ray", "--cpus-per-worker", "2"])
-        two_s, two_start = run(["--file", str(source), "--out", f"{tmp}/two", "--ray", "--workers", "2"])
+        one_s, one_start = run(["--file", str(source), "--out", f"{tmp}/one", "--ray", "--cpus-per-worker", "2", *batch])
+        two_s, two_start = run(["--file", str(source), "--out", f"{tmp}/two", "--ray", "--workers", "2", *batch])
     one_engine, two_engine = one_s - one_start, two_s - two_start
     print(
         json.dumps(
             {
                 "rows": rows,
+                "ray_batch_size": options.batch_size,
                 "cores": os.cpu_count(),
                 "local_rows_per_s": round(rows / local_s, 2),
                 "ray_1x2_rows_per_s": round(rows / one_engine, 2),
