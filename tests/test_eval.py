@@ -386,3 +386,20 @@ def test_cli_on_the_default_model_for_one_builtin(tmp_path: Path) -> None:
     accuracy = main["metrics"]["accuracy"]
     assert accuracy["low"] <= accuracy["value"] <= accuracy["high"]
     assert all(r["output"]["label"] in {"positive", "negative", "neutral"} for r in report["records"])
+
+
+def test_macro_f1_counted_directly_equals_the_label_report() -> None:
+    import random
+
+    from promptask.evaluate.metrics import _macro_f1, label_report
+
+    rng = random.Random(1)
+    for _ in range(500):
+        labels = [f"l{i}" for i in range(rng.randint(1, 6))]
+        pairs = [
+            (None if rng.random() < 0.1 else rng.choice(labels), rng.choice([*labels, None]))
+            for _ in range(rng.randint(0, 30))
+        ]
+        per_label = label_report(pairs)["per_label"]
+        expected = sum(v["f1"] for v in per_label.values()) / len(per_label) if per_label else 0.0
+        assert _macro_f1(pairs) == pytest.approx(expected, abs=1e-12)

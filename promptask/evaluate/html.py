@@ -89,7 +89,7 @@ def _svg(fig: Any, salt: str) -> str:
     buffer = io.StringIO()
     # Text stays text (drawn by the page's own fonts): smaller and faster than glyph outlines, and still offline.
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg", bbox_inches="tight")
+        fig.savefig(buffer, format="svg")  # margins are set per plot: one draw, where a tight box takes two
     text = buffer.getvalue()
     return text[text.index("<svg") :]
 
@@ -104,38 +104,41 @@ def _slug(text: str) -> str:
 
 def _confusion_plot(figure: Any, labels: dict[str, Any], title: str, salt: str) -> str:
     rows, columns, matrix = labels["labels"], labels["columns"], labels["confusion"]
-    size = max(3.2, 0.55 * len(columns) + 2)
-    fig = figure.Figure(figsize=(size, max(2.8, 0.5 * len(rows) + 1.8)))
+    size = max(2.2, 0.55 * len(columns) + 0.8)
+    fig = figure.Figure(figsize=(size, max(1.6, 0.5 * len(rows))))
     ax = fig.add_subplot()
     image = ax.imshow(matrix, cmap="Blues", aspect="auto")
     peak = max((max(r) for r in matrix if r), default=0) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "#1d2330")
+            if value:  # zeros are left blank: less clutter, and many fewer texts to draw for many labels
+                ax.text(j, i, str(value), ha="center", va="center", color="white" if value > peak / 2 else "#1d2330")
     ax.set_xticks(range(len(columns)), columns, rotation=35, ha="right")
     ax.set_yticks(range(len(rows)), rows)
     ax.set_xlabel("predicted")
     ax.set_ylabel("reference")
     ax.set_title(f"Confusion matrix: {title}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    _margins(fig, below=columns, beside=rows, right=0.45)  # the colour bar's tick labels
     return _svg(fig, salt)
 
 
 def _f1_plot(figure: Any, labels: dict[str, Any], title: str, salt: str) -> str:
     names = list(labels["per_label"])
     values = [labels["per_label"][n]["f1"] for n in names]
-    fig = figure.Figure(figsize=(max(3.2, 0.6 * len(names) + 1.5), 2.8))
+    fig = figure.Figure(figsize=(max(2.4, 0.6 * len(names)), 1.8))
     ax = fig.add_subplot()
     ax.bar(range(len(names)), values, color="#3b6fb6")
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.set_title(f"Per-label F1: {title}", fontsize=10)
+    _margins(fig, below=names, beside=["0.00"])
     return _svg(fig, salt)
 
 
 def _histogram(figure: Any, series: dict[str, list[float]], xlabel: str, title: str, salt: str) -> str:
-    fig = figure.Figure(figsize=(5.2, 2.8))
+    fig = figure.Figure(figsize=(4.2, 1.8))
     ax = fig.add_subplot()
     values = [v for vs in series.values() for v in vs]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
@@ -148,7 +151,20 @@ def _histogram(figure: Any, series: dict[str, list[float]], xlabel: str, title: 
     ax.set_title(title, fontsize=10)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    _margins(fig, below=["0"], beside=["000"])
     return _svg(fig, salt)
+
+
+def _margins(fig: Any, *, below: list[str], beside: list[str], right: float = 0.15) -> None:
+    """Grow the figure by the room its tick labels need (rotated ones below, plain ones beside) and the titles."""
+    width, height = fig.get_size_inches()
+    char = 0.075  # inches per character at the default 10 pt
+    bottom = 0.5 + 0.6 * char * max((len(str(t)) for t in below), default=1)  # at 35 degrees: 0.6 of the length
+    left = 0.5 + char * max((len(str(t)) for t in beside), default=1)
+    top = 0.35
+    fig.set_size_inches(width + left + right, height + bottom + top)
+    full_w, full_h = width + left + right, height + bottom + top
+    fig.subplots_adjust(left=left / full_w, right=1 - right / full_w, bottom=bottom / full_h, top=1 - top / full_h)
 
 
 def _summary_table(report: dict[str, Any]) -> str:
