@@ -60,7 +60,9 @@ def main() -> None:
             "".join(json.dumps({"id": i, "text": f"{TEXTS[i % len(TEXTS)]} (#{i})"}) + "\n" for i in range(rows))
         )
         local_s, _ = run(["--file", str(source), "--out", f"{tmp}/local.jsonl"])
-        one_s, one_start = run(["--file", str(source), "--out", f"{tmp}/one", "--ray", "--cpus-per-worker", "2", *batch])
+        one_s, one_start = run(
+            ["--file", str(source), "--out", f"{tmp}/one", "--ray", "--cpus-per-worker", "2", *batch]
+        )
         two_s, two_start = run(["--file", str(source), "--out", f"{tmp}/two", "--ray", "--workers", "2", *batch])
     one_engine, two_engine = one_s - one_start, two_s - two_start
     print(
