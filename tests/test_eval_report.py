@@ -38,12 +38,13 @@ def keyword_labeller(request: GenerationRequest) -> dict[str, str]:
 
 
 @pytest.fixture
-def report_file(tmp_path: Path) -> tuple[Path, promptask.EvalReport]:
+def report_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, promptask.EvalReport]:
     baseline = tmp_path / "zero-shot.yaml"
     baseline.write_text((ROOT / "examples" / "data" / "baselines" / "sentiment.yaml").read_text())
+    monkeypatch.chdir(ROOT)  # the report names its data as given: a path relative to the repository
     report = promptask.evaluate(
         promptask.tasks.sentiment,
-        DATA,
+        DATA.relative_to(ROOT),
         backend=promptask.ScriptedBackend(keyword_labeller),
         variants=[baseline],
         cache=False,
