@@ -1,6 +1,6 @@
 """Batch runs on Ray against a local batch run, on the default model, each figure within one run.
 
-    .venv/bin/python bench/ray.py [--rows 48] [--batch-size 16]
+    .venv/bin/python bench/ray.py [--rows 960] [--batch-size B]
 
 Runs ``promptask run sentiment --file`` locally (llama.cpp on every core), then
 the same rows with ``--ray`` as 1 worker x 2 threads and 2 workers x 1 thread,
@@ -50,10 +50,11 @@ def run(args: list[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16, help="rows per Ray batch (promptask's default: 16)")
+    parser.add_argument("--rows", type=int, default=960)
+    parser.add_argument("--batch-size", type=int, default=None, help="rows per Ray batch (default: promptask's)")
     options = parser.parse_args()
-    rows, batch = options.rows, ["--batch-size", str(options.batch_size)]
+    rows = options.rows
+    batch = ["--batch-size", str(options.batch_size)] if options.batch_size else []
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "in.jsonl"
         source.write_text(
@@ -69,7 +70,7 @@ def main() -> None:
         json.dumps(
             {
                 "rows": rows,
-                "ray_batch_size": options.batch_size,
+                "ray_batch_size": options.batch_size or "default",
                 "cores": os.cpu_count(),
                 "local_rows_per_s": round(rows / local_s, 2),
                 "ray_1x2_rows_per_s": round(rows / one_engine, 2),

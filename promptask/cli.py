@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     on.add_argument("--workers", type=int, default=1, metavar="N", help="Ray actors, one backend each")
     on.add_argument("--cpus-per-worker", type=float, default=1, metavar="C", help="CPUs (llama.cpp threads) each")
     on.add_argument("--gpus-per-worker", type=float, default=0, metavar="G", help="GPUs each")
-    on.add_argument("--batch-size", type=int, default=16, metavar="B", help="rows per Ray batch (one part file)")
+    on.add_argument("--batch-size", type=int, default=128, metavar="B", help="rows per Ray batch, one part file each")
     on.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl", help="part file format")
     p_run.add_argument(
         "--json", action="store_true", help="print the whole result (output, attempts, usage, timing) as JSON"
