@@ -36,7 +36,8 @@ import copy
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from promptask.schemas.enforceable import enforceable, formats_as_patterns
+from promptask.schemas.enforceable import SKIPPED_BY_ENGINE, enforceable, formats_as_patterns
+from promptask.schemas.keywords import ANNOTATIONS, OBJECT_WORDS
 from promptask.schemas.refs import resolve_ref
 
 __all__ = ["ANSWER", "decoding_schema", "is_object_schema", "subschemas"]
@@ -48,10 +49,6 @@ _SCHEMA_VALUED = ("items", "additionalItems", "additionalProperties", "contains"
                   "then", "else", "unevaluatedItems", "unevaluatedProperties", "contentSchema")  # fmt: skip
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems", "items")
 _SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas", "dependencies")
-_OBJECT_WORDS = ("properties", "required", "additionalProperties", "patternProperties", "propertyNames",
-                 "minProperties", "maxProperties", "dependentRequired")  # fmt: skip
-_ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "$schema", "$id", "$defs",
-                          "definitions", "deprecated", "readOnly", "writeOnly"})  # fmt: skip
 _LEGACY_DRAFTS = ("draft-04", "draft-06", "draft-07", "2019-09")
 
 
@@ -79,15 +76,15 @@ def is_object_schema(schema: Any, root: Any = None) -> bool:
     root = schema if root is None else root
     if not isinstance(schema, Mapping):
         return False
-    if "$ref" in schema and set(schema) - _ANNOTATIONS == {"$ref"}:
+    if "$ref" in schema and set(schema) - ANNOTATIONS == {"$ref"}:
         target = resolve_ref(root, str(schema["$ref"]))
         return target is not None and target is not schema and is_object_schema(target, root)
-    if "allOf" in schema and set(schema) - _ANNOTATIONS <= {"allOf", "type"}:
+    if "allOf" in schema and set(schema) - ANNOTATIONS <= {"allOf", "type"}:
         return all(is_object_schema(member, root) for member in schema["allOf"])
     if any(word in schema for word in ("anyOf", "oneOf", "enum", "const", "$ref", "allOf", "not", "if")):
         return False
     kind = schema.get("type")
-    return kind == "object" or (kind is None and any(word in schema for word in _OBJECT_WORDS))
+    return kind == "object" or (kind is None and any(word in schema for word in OBJECT_WORDS))
 
 
 def decoding_schema(schema: Mapping[str, Any] | bool, *, wrap: bool | None = None) -> dict[str, Any]:
@@ -99,7 +96,9 @@ def decoding_schema(schema: Mapping[str, Any] | bool, *, wrap: bool | None = Non
     tree: Any = copy.deepcopy(schema) if isinstance(schema, Mapping) else {} if schema else {"not": {}}
     if any(name in draft for name in _LEGACY_DRAFTS):
         tree = _walk(tree, _modern_forms)
-    tree = _walk(tree, enforceable if _plain_refs(tree) else formats_as_patterns)
+    plain, skipped = _survey(tree)
+    if skipped:
+        tree = _walk(tree, enforceable if plain else formats_as_patterns)
     tree = _close_objects(tree)
     if isinstance(tree, dict):
         tree.pop("$schema", None)
@@ -132,21 +131,26 @@ def _set(node: dict[str, Any], path: tuple[str | int, ...], value: Any) -> None:
     node[str(key)] = container
 
 
-def _plain_refs(tree: Any) -> bool:
-    """Whether every local ``$ref`` names the root or a whole definition (then rewriting a node breaks none)."""
+def _survey(tree: Any) -> tuple[bool, bool]:
+    """``(plain, skipped)``: every local ``$ref`` names the root or a whole definition (then rewriting a node
+    breaks none), and some node holds a keyword :func:`enforceable` rewrites (else the rewrite pass is skipped)."""
+    plain, skipped = True, False
     stack = [tree]
     while stack:
         node = stack.pop()
-        if isinstance(node, Mapping):
+        if isinstance(node, dict):
             ref = node.get("$ref")
             if isinstance(ref, str) and ref.startswith("#") and ref != "#":
                 parts = ref[2:].split("/")
-                if len(parts) != 2 or parts[0] not in ("$defs", "definitions"):
-                    return False
-            stack.extend(node.values())
+                plain = plain and len(parts) == 2 and parts[0] in ("$defs", "definitions")
+            if not skipped:
+                skipped = bool(SKIPPED_BY_ENGINE & node.keys()) or (
+                    "anyOf" in node and bool(OBJECT_WORDS & node.keys())
+                )
+            stack.extend(value for value in node.values() if isinstance(value, (dict, list)))
         elif isinstance(node, list):
-            stack.extend(node)
-    return True
+            stack.extend(value for value in node if isinstance(value, (dict, list)))
+    return plain, skipped
 
 
 def _modern_forms(node: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +184,8 @@ def _close_objects(root: Any) -> Any:
             return
         combined = any(word in node for word in ("allOf", "if", "then", "else", "dependentSchemas",
                                                  "unevaluatedProperties"))  # fmt: skip
-        has_object_words = any(word in node for word in _OBJECT_WORDS)
-        if "$ref" in node and set(node) - _ANNOTATIONS - {"$ref"}:
+        has_object_words = any(word in node for word in OBJECT_WORDS)
+        if "$ref" in node and set(node) - ANNOTATIONS - {"$ref"}:
             combined = True
         if has_object_words and any(word in node for word in ("anyOf", "oneOf")):
             combined = True

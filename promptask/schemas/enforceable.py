@@ -48,7 +48,9 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["FORMAT_PATTERNS", "MAX_CASES", "conjoin", "enforceable", "formats_as_patterns"]
+from promptask.schemas.keywords import ANNOTATIONS, OBJECT_WORDS, PLACES
+
+__all__ = ["FORMAT_PATTERNS", "MAX_CASES", "SKIPPED_BY_ENGINE", "conjoin", "enforceable", "formats_as_patterns"]
 
 MAX_CASES = 8
 """Most ``anyOf`` cases one object is split into; past it a dependency is required outright (still only narrower)."""
@@ -73,11 +75,9 @@ The engine's own grammars for them admit values validators refuse (year
 
 
 _SPLITS = ("anyOf", "oneOf")
-_OBJECT_WORDS = frozenset({"properties", "required", "additionalProperties", "patternProperties",
-                           "minProperties", "maxProperties"})  # fmt: skip
-_PLACES = ("$defs", "definitions", "$id", "$anchor", "$schema")
-_ANNOTATIONS = frozenset({"title", "description", "$comment", "examples", "default", "deprecated", "readOnly",
-                          "writeOnly"})  # fmt: skip
+_ANNOTATIONS = ANNOTATIONS - PLACES  # the places are taken off a node before it is rewritten
+SKIPPED_BY_ENGINE = frozenset({"if", "dependentRequired", "propertyNames", "not", "oneOf", "allOf", "format"})
+"""Keywords whose presence calls for the rewrite pass (``anyOf`` too, beside object keywords)."""
 
 
 def enforceable(node: dict[str, Any]) -> Any:
@@ -85,8 +85,8 @@ def enforceable(node: dict[str, Any]) -> Any:
 
     What other schemas point at (``$defs``, ``definitions``, ``$id``) stays on the node itself.
     """
-    kept = {key: node[key] for key in _PLACES if key in node}
-    bare = {key: value for key, value in node.items() if key not in _PLACES}
+    kept = {key: value for key, value in node.items() if key in PLACES}
+    bare = {key: value for key, value in node.items() if key not in PLACES}
     out = _rewrite(bare)
     if out is bare:
         return node
@@ -105,7 +105,7 @@ def _rewrite(node: dict[str, Any]) -> Any:
         node = _all_of(node)
     if isinstance(node, Mapping) and isinstance(node.get("oneOf"), list):
         node = _one_of(node)
-    if isinstance(node, Mapping) and isinstance(node.get("anyOf"), list) and set(node) & _OBJECT_WORDS:
+    if isinstance(node, Mapping) and isinstance(node.get("anyOf"), list) and set(node) & OBJECT_WORDS:
         node = _distribute(node, "anyOf")
     node = _each_case(node, "if", _conditional)
     return _each_case(node, "dependentRequired", _dependencies)
@@ -123,7 +123,8 @@ def _map_cases(node: Any, change: Callable[[dict[str, Any]], Any]) -> Any:
     cases = node.get("anyOf")
     if not isinstance(cases, list) or set(node) - _ANNOTATIONS != {"anyOf"}:
         return change(node if isinstance(node, dict) else dict(node))
-    changed = [change(dict(case)) if isinstance(case, Mapping) else case for case in cases]
+    changed = [change(case if isinstance(case, dict) else dict(case)) if isinstance(case, Mapping) else case
+               for case in cases]  # fmt: skip
     return node if all(a is b for a, b in zip(changed, cases, strict=True)) else _cases(dict(node), changed)
 
 
@@ -420,7 +421,7 @@ def _one_of(node: dict[str, Any]) -> Any:
 def _distribute(node: dict[str, Any], word: str) -> Any:
     """An object beside ``anyOf``/``oneOf`` merged into each member, so that each can be closed for decoding."""
     rest = {key: value for key, value in node.items() if key != word}
-    if not set(rest) & _OBJECT_WORDS or any(not isinstance(m, Mapping) or "$ref" in m for m in node[word]):
+    if not set(rest) & OBJECT_WORDS or any(not isinstance(m, Mapping) or "$ref" in m for m in node[word]):
         return node
     merged = conjoin(rest, {word: node[word]})
     return node if merged is None or merged is False else merged
