@@ -32,7 +32,7 @@ from promptask.tasks.decorator import task
 from promptask.tasks.loader import load_task, load_tasks
 from promptask.tasks.result import Attempt, TaskResult
 from promptask.tasks.task import Task
-from promptask.types import Generation, GenerationRequest, Message, Sampling, Usage
+from promptask.types import Generation, GenerationRequest, Message, Sampling, Scores, Usage
 
 __all__ = [
     "Attempt",
@@ -51,6 +51,7 @@ __all__ = [
     "PromptaskError",
     "ResultCache",
     "Sampling",
+    "Scores",
     "ScriptedBackend",
     "Task",
     "TaskDefinitionError",

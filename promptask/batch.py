@@ -30,6 +30,11 @@ line it is on.
 The output file stays the user's: it is rewritten (atomically, through a
 temporary file beside it) with its permissions kept, and through a symbolic
 link to wherever the link points.
+
+With ``min_confidence``, every output line also carries ``status``: ``"review"``
+when its ``confidence`` is below the threshold (or the backend gave none), else
+``"ok"``; the summary counts the rows to review, and ``review_path`` gets a
+copy of each of their lines.
 """
 
 from __future__ import annotations
@@ -219,6 +224,7 @@ class BatchSummary:
     cached: int = 0
     already_done: int = 0
     malformed: int = 0
+    review: int = 0
     usage: Usage = field(default_factory=Usage)
     seconds: float = 0.0
     interrupted: bool = False
@@ -227,7 +233,9 @@ class BatchSummary:
         tokens = self.usage.prompt_tokens + self.usage.completion_tokens
         return (
             f"{task}: {self.total} rows: {self.done} done ({self.cached} cached, {self.already_done} already in the "
-            f"output), {self.failed} failed, {self.malformed} malformed; {tokens:,} tokens; {self.seconds:.1f} s"
+            f"output), {self.failed} failed, {self.malformed} malformed"
+            + (f", {self.review} to review" if self.review else "")
+            + f"; {tokens:,} tokens; {self.seconds:.1f} s"
             + (" (interrupted)" if self.interrupted else "")
         )
 
@@ -351,6 +359,8 @@ def run_file(
     strict: bool = False,
     progress: bool | None = None,
     log: TextIO | None = None,
+    min_confidence: float | None = None,
+    review_path: str | os.PathLike[str] | None = None,
 ) -> BatchSummary:
     """Run ``task`` over every row of ``input_path``, appending results to ``output_path``.
 
@@ -362,7 +372,13 @@ def run_file(
         strict: refuse to run when any input row is malformed.
         progress: show progress (default on: a redrawn bar on a terminal, else a line every ten seconds).
         log: where progress, malformed-row reports and the summary go (default: standard error).
+        min_confidence: mark rows whose ``confidence`` is below this (or missing) ``"status": "review"``.
+        review_path: a JSONL file that also gets each row marked for review.
     """
+    if min_confidence is not None and not 0 <= min_confidence <= 1:
+        raise UserError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+    if review_path is not None and min_confidence is None:
+        raise UserError("a review file needs a confidence threshold (--min-confidence)")
     log = log if log is not None else sys.stderr
     started = time.perf_counter()
     out = Path(output_path)
@@ -401,12 +417,23 @@ def run_file(
     meter = Progress(len(todo), label=task.name, enabled=progress is not False, stream=log)
     out.parent.mkdir(parents=True, exist_ok=True)
     results = task.stream((values for _, values in todo), backend=backend, concurrency=concurrency, cache=cache)
+    review = Path(review_path) if review_path is not None else None
     try:
-        with out.open("a", encoding="utf-8") as handle:
+        with out.open("a", encoding="utf-8") as handle, contextlib.ExitStack() as stack:
+            review_handle = stack.enter_context(review.open("a", encoding="utf-8")) if review is not None else None
             for index, outcome in results:
                 number = todo[index][0]
-                handle.write(_json_line(_record(ids[number], number, outcome)))
+                record = _record(ids[number], number, outcome)
+                if min_confidence is not None and isinstance(outcome, TaskResult):
+                    low = outcome.confidence is None or outcome.confidence < min_confidence
+                    record["status"] = "review" if low else "ok"
+                    summary.review += low
+                line = _json_line(record)
+                handle.write(line)
                 handle.flush()
+                if review_handle is not None and record.get("status") == "review":
+                    review_handle.write(line)
+                    review_handle.flush()
                 ok = isinstance(outcome, TaskResult)
                 meter.advance(ok=ok)
                 if isinstance(outcome, TaskResult):

@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--fail-fast", action="store_true", help="stop at the first failed row")
     batch.add_argument("--strict", action="store_true", help="refuse to run if any input row is malformed")
     batch.add_argument("--no-progress", action="store_true", help="no progress output")
+    batch.add_argument("--min-confidence", type=float, metavar="P",
+                       help='mark rows whose confidence is below P "status": "review" and count them')  # fmt: skip
+    batch.add_argument("--review", metavar="FILE", help="also write the rows to review to this .jsonl file")
     on = p_run.add_argument_group("batch runs on Ray (pip install 'promptask[ray]'; --out is then a folder)")
     on.add_argument("--ray", action="store_true", help="run the batch on Ray Data: a local Ray, or --ray-address")
     on.add_argument("--ray-address", metavar="ADDRESS", help="join this Ray cluster (auto, ray://host:10001)")
@@ -314,6 +317,8 @@ def _run_file(task: Task[..., Any], args: argparse.Namespace) -> int:
         fail_fast=args.fail_fast,
         strict=args.strict,
         progress=not args.no_progress,
+        min_confidence=args.min_confidence,
+        review_path=args.review,
     )
     if summary.interrupted:
         return 130

@@ -21,6 +21,7 @@ __all__ = [
     "Role",
     "Sampling",
     "SchemaEnforcement",
+    "Scores",
     "Usage",
 ]
 
@@ -79,6 +80,8 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     schema: Mapping[str, Any] | None = None
     sampling: Sampling = field(default_factory=Sampling)
+    scores: bool = False
+    """Ask for :class:`Scores` of the answer's fields (backends that cannot score ignore it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,39 @@ class Generation:
     timings: Mapping[str, float] = field(default_factory=dict)
     schema_enforcement: SchemaEnforcement | None = None
     note: str = ""
+    scores: Scores | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """How likely the fields of one answer were, as a backend scored them.
+
+    ``choices`` maps the path of each field with a finite set of allowed values
+    (``"label"``, ``"labels[0]"``, ``"order.team"``) to ``{value: probability}``
+    over those values (summing to 1; a value is keyed by itself when it is a
+    string, else by its JSON text).  ``text`` maps the path of each other
+    scored field (free strings, and finite fields over the candidate limit) to
+    the mean log-probability of the tokens generated for it: a proxy, not a
+    probability.  ``method`` says how the choices were computed:
+    ``"sequence"`` (whole-sequence scores of every candidate) or
+    ``"logprobs"`` (a server's token log-probabilities, approximate).
+    """
+
+    choices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    text: Mapping[str, float] = field(default_factory=dict)
+    method: str = "sequence"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "choices": {path: dict(values) for path, values in self.choices.items()},
+            "text": dict(self.text),
+            "method": self.method,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scores:
+        choices = {str(p): {str(k): float(v) for k, v in values.items()} for p, values in data["choices"].items()}
+        return cls(choices, {str(p): float(v) for p, v in data["text"].items()}, str(data.get("method", "sequence")))
 
 
 class SchemaEnforcement(str, enum.Enum):

@@ -37,6 +37,12 @@ probe a backend's attributes themselves.
     hands it a few batches' worth of rows at a time.
 ``context_tokens``
     The backend's context length in tokens, when it has a fixed one.
+``confidence``
+    Whether and how the backend scores answers (``Generation.scores``, asked
+    for with ``GenerationRequest.scores``): ``"sequence"`` (whole-sequence
+    scores of every allowed value, the local backends), ``"logprobs"`` (a
+    server's token log-probabilities), or ``"none"`` (the default: results
+    then have ``confidence=None``).
 """
 
 from __future__ import annotations
@@ -90,6 +96,7 @@ class BackendInfo:
     batch_size: int
     native_async: bool = False
     context_tokens: int | None = None
+    confidence: str = "none"
 
 
 class BaseBackend:
@@ -104,7 +111,7 @@ class BaseBackend:
     ...         return Generation(text=request.messages[-1].content.upper())
     >>> Shout().info()
     BackendInfo(name='shout', schema_enforcement=<SchemaEnforcement.NONE: 'none'>, fingerprint=None, \
-concurrency=1, batch_size=1, native_async=False, context_tokens=None)
+concurrency=1, batch_size=1, native_async=False, context_tokens=None, confidence='none')
     """
 
     name: str = ""
@@ -123,6 +130,10 @@ concurrency=1, batch_size=1, native_async=False, context_tokens=None)
     @property
     def context_tokens(self) -> int | None:
         return None
+
+    @property
+    def confidence(self) -> str:
+        return "none"
 
     def generate(self, request: GenerationRequest) -> Generation:
         raise NotImplementedError(f"{type(self).__name__} does not implement generate(request)")
@@ -149,6 +160,7 @@ concurrency=1, batch_size=1, native_async=False, context_tokens=None)
             batch_size=max(1, int(self.batch_size or 1)),
             native_async=bool(self.native_async),
             context_tokens=self.context_tokens,
+            confidence=str(self.confidence),
         )
 
 
@@ -175,6 +187,10 @@ class _Adapted(BaseBackend):
     @property
     def concurrency(self) -> int:
         return int(getattr(self.wrapped, "concurrency", 1) or 1)
+
+    @property
+    def confidence(self) -> str:
+        return str(getattr(self.wrapped, "confidence", "none") or "none")
 
     def generate(self, request: GenerationRequest) -> Generation:
         return self._generate(request)

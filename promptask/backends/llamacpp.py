@@ -21,6 +21,11 @@ How a generation runs:
   batch without sampling.
 * Greedy decoding at ``temperature=0``; otherwise seeded sampling with
   temperature and top-p.
+* Scores (:func:`promptask.backends.local.score_row`): the context's KV
+  cache is kept, and every candidate runs in one ``llama_decode`` as its own
+  sequence sharing the context's cells (the context is created with
+  :data:`SCORE_SEQUENCES` sequences in one unified KV cache, which costs no
+  memory).
 
 The decoding itself (constraint, sampler, limits) is the shared core in
 :mod:`promptask.backends.local`; this module loads the model and evaluates
@@ -35,6 +40,7 @@ import dataclasses
 import os
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +53,24 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.local import DecodeRow, LocalModel, ModelPool
+from promptask.backends.local import DecodeRow, LocalModel, ModelPool, logsumexp, score_row
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
 
-__all__ = ["LlamaCppBackend"]
+__all__ = ["SCORE_SEQUENCES", "LlamaCppBackend"]
+
+SCORE_SEQUENCES = 64
+"""Candidate sequences scored together in one batch (more are scored in several)."""
+_default_context_params = llama_cpp.llama_cpp.llama_context_default_params
+
+
+def _context_params() -> Any:
+    # llama-cpp-python has no argument for it: one sequence for decoding, the others for scoring candidates.
+    params = _default_context_params()
+    params.n_seq_max = SCORE_SEQUENCES + 1
+    params.kv_unified = True
+    return params
 
 
 @dataclass(frozen=True)
@@ -77,6 +95,7 @@ class _Model(LocalModel):
         if not path.is_file():
             raise BackendError(f"model file not found: {path}")
         try:
+            llama_cpp.llama_cpp.llama_context_default_params = _context_params
             self.llama = llama_cpp.Llama(
                 model_path=str(path),
                 n_ctx=settings.n_ctx,
@@ -87,6 +106,10 @@ class _Model(LocalModel):
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise BackendError(f"cannot load model file {path}: {exc} (is it a complete GGUF file?)") from None
+        finally:
+            llama_cpp.llama_cpp.llama_context_default_params = _default_context_params
+        self._batch: Any = None
+        self.reuse_prefix = True
         vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         if vocab is None:
             raise BackendError(f"model file {path} has no vocabulary")
@@ -124,7 +147,85 @@ class _Model(LocalModel):
             warnings.filterwarnings("ignore", "llama_token_get_attr is deprecated", DeprecationWarning)
             return lltokenizer_from_vocab(self.vocab), self.n_vocab  # about half a second: once per model
 
+    def tokenize_text(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+    def score_continuations(
+        self,
+        context: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        first: Mapping[int, float] | None = None,
+    ) -> list[list[float]]:
+        """Every continuation's tokens scored in one ``llama_decode``, as a token tree over the context's KV cells.
+
+        Continuation ``s`` is sequence ``s`` (the context's cells are shared
+        with it, not copied).  The tree holds each distinct proper prefix of
+        a continuation once, carrying the sequences of every continuation
+        through it: candidates that share leading tokens evaluate them once,
+        and a continuation's final token, which predicts nothing scored, is
+        not evaluated at all.  The context's last token joins the tree only
+        when ``first`` (the decoding step's own log-probabilities there) does
+        not cover every continuation's first token.
+        """
+        llama = self.llama
+        root = None if first is not None and all(not c or c[0] in first for c in continuations) else context[-1]
+        head = list(context) if root is None else list(context[:-1])
+        keep = self._cached_prefix(head, len(head)) if self.reuse_prefix else 0
+        llama.n_tokens = keep  # eval() drops the KV cache past this point first
+        if keep < len(head):
+            llama.eval(head[keep:])
+        base = len(head)
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        if self._batch is None:
+            self._batch = llama_cpp.llama_batch_init(self.settings.n_batch, 0, SCORE_SEQUENCES)
+        known = first if root is None and first is not None else {}
+        results: list[list[float]] = []
+        for group in _score_groups(continuations, self.settings.n_batch):
+            tree = _token_tree(root, group)
+            for seq in range(1, len(group) + 1):
+                llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, base)
+            try:
+                if tree:
+                    self._decode_tree(tree, base - (root is None))
+                normalisers = [logsumexp(self._logits(n)) for n in range(len(tree))]
+                index = {prefix: n for n, (prefix, _, _) in enumerate(tree)}
+                for continuation in group:
+                    logprobs = []
+                    for j, token in enumerate(continuation):
+                        if j == 0 and root is None:
+                            logprobs.append(known[token])
+                            continue
+                        n = index[tuple(continuation[:j])]
+                        logprobs.append(float(self._logits(n)[token]) - normalisers[n])
+                    results.append(logprobs)
+            finally:
+                for seq in range(1, len(group) + 1):
+                    llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+        return results
+
+    def _decode_tree(self, tree: list[_Node], base: int) -> None:
+        """Evaluate a token tree, each node at position ``base`` plus its prefix's length, with its logits."""
+        batch = self._batch
+        for n, (prefix, token, seqs) in enumerate(tree):
+            batch.token[n] = token
+            batch.pos[n] = base + len(prefix)
+            batch.n_seq_id[n] = len(seqs)
+            for k, seq in enumerate(seqs):
+                batch.seq_id[n][k] = seq
+            batch.logits[n] = True
+        batch.n_tokens = len(tree)
+        status = llama_cpp.llama_decode(self.llama.ctx, batch)
+        if status != 0:
+            raise BackendError(f"llama_decode failed while scoring candidates (status {status})")
+
+    def _logits(self, index: int) -> npt.NDArray[np.float32]:
+        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
     def close(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
         self.llama.close()
 
     def decode(self, row: DecodeRow, reuse_prefix: bool) -> tuple[int, dict[str, float]]:
@@ -141,21 +242,66 @@ class _Model(LocalModel):
 
     def _evaluate_prompt(self, tokens: list[int], reuse_prefix: bool) -> int:
         """Evaluate the prompt past its longest prefix already in the KV cache; returns that prefix's length."""
-        llama = self.llama
-        keep = 0
-        if reuse_prefix:
-            cached = llama.input_ids[: llama.n_tokens]
-            limit = min(len(cached), len(tokens) - 1)  # evaluate at least one token for fresh logits
-            if limit > 0:
-                mismatch = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=cached.dtype))
-                keep = int(mismatch[0]) if mismatch.size else limit
-        llama.n_tokens = keep  # eval() drops the KV cache past this point first
-        llama.eval(tokens[keep:])
+        keep = self._cached_prefix(tokens, len(tokens) - 1) if reuse_prefix else 0  # one fresh token: fresh logits
+        self.llama.n_tokens = keep  # eval() drops the KV cache past this point first
+        self.llama.eval(tokens[keep:])
         return keep
+
+    def _cached_prefix(self, tokens: Sequence[int], limit: int) -> int:
+        """How many leading ``tokens`` (at most ``limit``) the KV cache holds already."""
+        cached = self.llama.input_ids[: self.llama.n_tokens]
+        limit = min(len(cached), limit)
+        if limit <= 0:
+            return 0
+        mismatch = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=cached.dtype))
+        return int(mismatch[0]) if mismatch.size else limit
 
     def _last_logits(self) -> npt.NDArray[np.float32]:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+
+_Node = tuple[tuple[int, ...], int, list[int]]
+"""A node of a scoring token tree: the continuation prefix it ends, its token, and the sequences through it."""
+
+
+def _token_tree(root: int | None, continuations: Sequence[Sequence[int]]) -> list[_Node]:
+    """The scoring tree: ``root`` (the context's last token) if given, then each distinct proper prefix once.
+
+    Sequences are numbered from 1, one per continuation.
+
+    >>> _token_tree(9, [[1, 2, 3], [1, 4], [5]])
+    [((), 9, [1, 2, 3]), ((1,), 1, [1, 2]), ((1, 2), 2, [1])]
+    >>> _token_tree(None, [[1, 2, 3], [1, 4], [5]])
+    [((1,), 1, [1, 2]), ((1, 2), 2, [1])]
+    """
+    tree: list[_Node] = [] if root is None else [((), root, list(range(1, len(continuations) + 1)))]
+    index: dict[tuple[int, ...], int] = {}
+    for seq, continuation in enumerate(continuations, start=1):
+        for j in range(1, len(continuation)):
+            prefix = tuple(continuation[:j])
+            if prefix in index:
+                tree[index[prefix]][2].append(seq)
+            else:
+                index[prefix] = len(tree)
+                tree.append((prefix, prefix[-1], [seq]))
+    return tree
+
+
+def _score_groups(continuations: Sequence[Sequence[int]], capacity: int) -> list[list[Sequence[int]]]:
+    """Continuations in groups of at most SCORE_SEQUENCES whose trees fit one batch of ``capacity`` tokens."""
+    groups: list[list[Sequence[int]]] = []
+    size = 0
+    for continuation in continuations:
+        cost = max(1, len(continuation) - 1)  # an upper bound on the nodes it adds
+        if not groups or len(groups[-1]) >= SCORE_SEQUENCES or size + cost > capacity:
+            groups.append([])
+            size = 1  # the root
+        if len(continuation) > capacity - 1:
+            raise BackendError(f"a candidate of {len(continuation)} tokens is too long to score (n_batch {capacity})")
+        groups[-1].append(continuation)
+        size += cost
+    return groups
 
 
 _models: ModelPool[_Settings, _Model] = ModelPool(_Model)
@@ -177,6 +323,7 @@ class LlamaCppBackend(BaseBackend):
 
     name = "llamacpp"
     schema_enforcement = SchemaEnforcement.TOKENS
+    confidence = "sequence"
     context_tokens: int | None = None
 
     def __init__(
@@ -223,7 +370,12 @@ class LlamaCppBackend(BaseBackend):
             row = DecodeRow(request, model.prompt_tokens(request.messages), model, seed=self.seed)
             cached, timings = model.decode(row, self.reuse_prefix)
             text = model.llama.detokenize(row.tokens).decode("utf-8", errors="replace")
-        return row.generation(text, cached_tokens=cached, timings=timings)
+            started = time.perf_counter()
+            model.reuse_prefix = self.reuse_prefix
+            scores = score_row(row)
+            if row.scored:
+                timings["score_s"] = time.perf_counter() - started
+        return row.generation(text, cached_tokens=cached, timings=timings, scores=scores)
 
     def __repr__(self) -> str:
         return f"LlamaCppBackend({str(self._settings.path)!r}, n_ctx={self._settings.n_ctx})"

@@ -15,13 +15,20 @@ request and the logits, and between the logits and the
   seed gets the backend's), its repetition penalties, its token limit, the
   tokens so far and why it stopped.  A row with a schema watches its JSON as
   it grows (:mod:`promptask.backends.repetition`) and stops as soon as a
-  string value falls into a loop, instead of writing it to the token limit.
+  string value falls into a loop, instead of writing it to the token limit;
+* :func:`score_row`: the scores of a finished row's fields (see
+  :mod:`promptask.scoring`), from two engine hooks,
+  :meth:`LocalModel.tokenize_text` and :meth:`LocalModel.score_continuations`.
+  Each finite field's candidates are scored in one batch behind the prompt
+  and the JSON prefix decoded before the field (which stay in the KV cache).
 """
 
 from __future__ import annotations
 
 import atexit
+import math
 import threading
+import warnings
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
@@ -32,12 +39,15 @@ import numpy.typing as npt
 from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
 from promptask.backends.repetition import JsonWatch
 from promptask.errors import BackendError
-from promptask.types import Generation, GenerationRequest, Message, Sampling, Usage
+from promptask.scoring import MAX_CANDIDATES, json_text, normalise, value_key, value_spans
+from promptask.types import Generation, GenerationRequest, Message, Sampling, Scores, Usage
 
-__all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system"]
+__all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system", "logsumexp", "score_row"]
 
 PENALTY_WINDOW = 64
 """The most recent tokens written inside string values that the repetition penalties look at."""
+MAX_STEP_CHOICES = 4096
+"""A scored row keeps a step's log-probabilities when the schema allows at most this many tokens there."""
 
 K = TypeVar("K", bound=Hashable)
 M = TypeVar("M", bound="LocalModel")
@@ -77,6 +87,26 @@ class LocalModel:
 
     def constraint_tokenizer(self) -> tuple[Any, int]:
         """The llguidance tokenizer for this model's vocabulary, and the vocabulary size."""
+        raise NotImplementedError
+
+    def tokenize_text(self, text: str) -> list[int]:
+        """Tokens of plain text in the middle of an answer (no start token, no special tokens)."""
+        raise NotImplementedError
+
+    def score_continuations(
+        self,
+        context: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        first: Mapping[int, float] | None = None,
+    ) -> list[list[float]]:
+        """The log-probability of each token of each continuation after ``context`` (raw logits, temperature 1).
+
+        ``first``, when given, holds the log-probabilities of tokens right
+        after ``context``, as decoding computed them (an engine may use them
+        instead of evaluating the context's last token again).  Engines
+        evaluate the context once (reusing their KV cache where they can) and
+        the continuations together, in one batch where they can.
+        """
         raise NotImplementedError
 
     def close(self) -> None:
@@ -169,6 +199,13 @@ class DecodeRow:
         self.tokens: list[int] = []
         self.finish: str | None = None if self.limit > 0 else "length"
         self.note = ""
+        self.scored = request.scores and request.schema is not None
+        self.schema = request.schema
+        self.logprobs: list[float] = []  # per token in ``tokens`` (NaN: forced, not chosen), when scored
+        self.pending_logprob = math.nan  # the log-probability of the token being accepted
+        # At steps with few allowed tokens (a finite field's value starts there): token -> log-probability,
+        # by the number of tokens before the step, so scoring needs no evaluation for a candidate's first token.
+        self.choices_at: dict[int, dict[int, float]] = {}
 
     @property
     def done(self) -> bool:
@@ -191,7 +228,15 @@ class DecodeRow:
 
     def choose(self, logits: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_] | None) -> int:
         """The next token: greedy, or sampled with this row's seeded generator, after the penalties."""
-        return choose_token(self.penalize(logits), allowed, self.sampling, self.rng)
+        token = choose_token(self.penalize(logits), allowed, self.sampling, self.rng)
+        if self.scored:
+            normaliser = logsumexp(logits)
+            self.pending_logprob = float(logits[token]) - normaliser
+            ids = np.flatnonzero(allowed) if allowed is not None else None
+            if ids is not None and len(ids) <= MAX_STEP_CHOICES:
+                logprobs = (logits[ids] - normaliser).tolist()
+                self.choices_at[len(self.tokens)] = dict(zip(ids.tolist(), logprobs, strict=True))
+        return token
 
     def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
         """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
@@ -211,6 +256,9 @@ class DecodeRow:
             if not self.constraint.finished() and take_forced:
                 step += self.constraint.forced()[: max(0, self.limit - len(self.tokens) - 1)]
         self.tokens += step
+        if self.scored:
+            self.logprobs += [self.pending_logprob] + [math.nan] * (len(step) - 1)
+            self.pending_logprob = math.nan
         if self.watch is not None:
             problem = self.watch.feed("".join(self.model.token_text(t) for t in step))
             if problem:
@@ -225,7 +273,12 @@ class DecodeRow:
         return step
 
     def generation(
-        self, text: str, *, cached_tokens: int = 0, timings: Mapping[str, float] | None = None
+        self,
+        text: str,
+        *,
+        cached_tokens: int = 0,
+        timings: Mapping[str, float] | None = None,
+        scores: Scores | None = None,
     ) -> Generation:
         return Generation(
             text=text,
@@ -233,4 +286,81 @@ class DecodeRow:
             usage=Usage(len(self.prompt), len(self.tokens), cached_tokens),
             timings=dict(timings or {}),
             note=self.note,
+            scores=scores,
         )
+
+
+def logsumexp(logits: npt.NDArray[np.float32]) -> float:
+    """The log of the softmax's normaliser: a token's log-probability is its logit minus this."""
+    top = float(logits.max())
+    return top + math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
+
+
+_warned_limit: set[str] = set()
+
+
+def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
+    shortest = min(len(s) for s in sequences)
+    for i in range(shortest):
+        if any(s[i] != sequences[0][i] for s in sequences):
+            return i
+    return shortest
+
+
+def score_row(row: DecodeRow) -> Scores | None:
+    """The scores of a finished row that asked for them (``None``: not asked, or the answer is not JSON).
+
+    For each finite field the context is the prompt plus the generated
+    tokens that end before the field's value; a token that straddles the
+    value's start is dropped from the context and its text put in front of
+    every candidate.  Each candidate is the text of the value, then the
+    structural character that followed it, tokenized as plain text.
+    """
+    if not row.scored or row.finish != "stop" or row.schema is None:
+        return None
+    model = row.model
+    pieces = [model.token_text(t) for t in row.tokens]
+    text = "".join(pieces)
+    try:
+        spans = value_spans(text, row.schema)
+    except ValueError:
+        return None
+    ends: list[int] = []
+    offset = 0
+    for piece in pieces:
+        offset += len(piece)
+        ends.append(offset)
+    choices: dict[str, dict[str, float]] = {}
+    proxies: dict[str, float] = {}
+    for span in spans:
+        candidates = span.candidates
+        if candidates is not None and len(candidates) == 1:
+            choices[span.path] = {value_key(candidates[0]): 1.0}
+            continue
+        if candidates is not None and len(candidates) <= MAX_CANDIDATES:
+            before = sum(1 for end in ends if end <= span.start)  # tokens wholly before the value
+            lead = text[ends[before - 1] if before else 0 : span.start]
+            continuations = [model.tokenize_text(lead + json_text(value) + span.closer) for value in candidates]
+            # Tokens every candidate starts with add the same log-probability to each: they join the context.
+            shared = _common_prefix(continuations)
+            context = [*row.prompt, *row.tokens[:before], *continuations[0][:shared]]
+            decoded = row.tokens[before : before + shared] == continuations[0][:shared]
+            first = row.choices_at.get(before + shared) if decoded else None
+            per_token = model.score_continuations(context, [c[shared:] for c in continuations], first)
+            probabilities = normalise([sum(lp) for lp in per_token])
+            choices[span.path] = {value_key(v): p for v, p in zip(candidates, probabilities, strict=True)}
+            continue
+        if candidates is not None and span.path not in _warned_limit:
+            _warned_limit.add(span.path)
+            warnings.warn(
+                f"field {span.path}: {len(candidates)} allowed values is more than {MAX_CANDIDATES}; "
+                "it is not scored by whole sequences and gets the mean token log-probability instead",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        inside = [lp for lp, end, piece in zip(row.logprobs, ends, pieces, strict=True)
+                  if end > span.start and end - len(piece) < span.end and not math.isnan(lp)]  # fmt: skip
+        if inside:
+            proxies[span.path] = sum(inside) / len(inside)
+    return Scores(choices, proxies)

@@ -34,6 +34,14 @@ abandoned.  Only ``gzip`` and ``deflate`` bodies are accepted, and they are
 inflated in bounded steps, so a compressed bomb costs no more memory than
 the cap.
 
+Confidence.  A request that asks for scores also asks for ``logprobs`` with
+``top_logprobs`` (:data:`TOP_LOGPROBS`); from the answer's token
+log-probabilities the backend derives approximate scores
+(:func:`promptask.scoring.scores_from_logprobs`).  A server that rejects
+``logprobs`` is asked again without them, once per backend; one that answers
+without them gives results with ``confidence=None``, and
+:attr:`OpenAIBackend.confidence` (and ``describe()``) then says ``"none"``.
+
 Network faults are retried here, apart from output validation: HTTP 408,
 429 and 5xx, timeouts, refused or dropped connections and malformed bodies
 wait ``backoff * 2**n`` seconds with jitter (or what ``Retry-After`` says)
@@ -65,6 +73,7 @@ import time
 import weakref
 import zlib
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlencode, urlsplit, urlunsplit
 
@@ -74,9 +83,13 @@ from anyio.from_thread import BlockingPortal
 from promptask.backends.base import BaseBackend
 from promptask.bridge import on_bridge, portal
 from promptask.errors import BackendError, ConfigurationError
-from promptask.types import Generation, GenerationRequest, SchemaEnforcement, Usage
+from promptask.scoring import scores_from_logprobs
+from promptask.types import Generation, GenerationRequest, SchemaEnforcement, Scores, Usage
 
-__all__ = ["MAX_RESPONSE_BYTES", "OpenAIBackend", "RESPONSE_FORMATS"]
+__all__ = ["MAX_RESPONSE_BYTES", "OpenAIBackend", "RESPONSE_FORMATS", "TOP_LOGPROBS"]
+
+TOP_LOGPROBS: Final = 20
+"""Alternatives asked for at each token when a request wants scores (OpenAI's maximum)."""
 
 log = logging.getLogger("promptask.backends.openai")
 
@@ -188,6 +201,8 @@ class OpenAIBackend(BaseBackend):
         self._client: httpx.AsyncClient | None = None
         self._slots: asyncio.Semaphore | None = None
         self._start_lock = threading.Lock()
+        self._logprobs = True  # the server takes logprobs (until it rejects them)
+        self._logprobs_seen: bool | None = None  # whether the last scored answer carried them
 
     @property
     def response_format(self) -> str:
@@ -198,6 +213,11 @@ class OpenAIBackend(BaseBackend):
     def schema_enforcement(self) -> SchemaEnforcement:
         """How the schema is enforced now: by the server, JSON mode, or only by parse-and-retry."""
         return _ENFORCEMENT[self._format]
+
+    @property
+    def confidence(self) -> str:
+        """``"logprobs"`` while the server returns token log-probabilities, ``"none"`` once it does not."""
+        return "logprobs" if self._logprobs and self._logprobs_seen is not False else "none"
 
     def fingerprint(self) -> str:
         """The endpoint and model; never the key or URL credentials."""
@@ -241,6 +261,9 @@ class OpenAIBackend(BaseBackend):
             body["frequency_penalty"] = sampling.frequency_penalty
         if sampling.repeat_penalty != 1.0:
             body["repeat_penalty"] = sampling.repeat_penalty  # llama.cpp's server name for it
+        if request.scores and self._logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = TOP_LOGPROBS
         form = response_format or self._format
         if request.schema is not None and form != "text":
             schema = dict(request.schema)
@@ -268,11 +291,20 @@ class OpenAIBackend(BaseBackend):
                 try:
                     data = await self._post(client, self.request_body(request, form))
                 except _RejectedError as exc:
+                    if request.scores and self._logprobs and "logprob" in exc.message.lower():
+                        self._logprobs = False
+                        log.warning("%s rejected logprobs (%s); results have no confidence", self.url,
+                                    " ".join(self._scrub(exc.message).split())[:160])  # fmt: skip
+                        continue
                     if request.schema is not None and form != "text" and _about_format(exc.message):
                         self._step_down(form, exc)
                         continue
                     raise BackendError(self._scrub(f"{self.url} answered HTTP {exc.status}: {exc.message}")) from None
-                return self._generation(data, form, time.perf_counter() - started)
+                generation = self._generation(data, form, time.perf_counter() - started)
+                if request.scores and self._logprobs and request.schema is not None:
+                    self._logprobs_seen, scores = _scores(data, request.schema)
+                    generation = replace(generation, scores=scores)
+                return generation
 
     def _step_down(self, form: str, exc: _RejectedError) -> None:
         if self._format == form:  # one step per rejected form, however many requests saw the rejection
@@ -320,6 +352,8 @@ class OpenAIBackend(BaseBackend):
                 raise _RetryableError(f"unexpected response: {self._clip(text, 120)!r}")
             return data
         message = self._clip(_server_message(body, text, response.reason_phrase), 500)
+        if status in (400, 422, 500) and "logprob" in message.lower():
+            raise _RejectedError(status, message)  # not retried: asked again without logprobs
         if status == 500 and _about_format(message):
             raise _RejectedError(status, message)  # some servers answer 500 to a response format they lack
         if status in _RETRY_STATUS or status >= 500:
@@ -436,6 +470,23 @@ _open_backends: weakref.WeakSet[OpenAIBackend] = weakref.WeakSet()
 def _close_all() -> None:
     for backend in list(_open_backends):
         backend.close()
+
+
+def _scores(data: Mapping[str, Any], schema: Mapping[str, Any]) -> tuple[bool, Scores | None]:
+    """Whether the answer carried ``choices[0].logprobs.content``, and the scores derived from it."""
+    try:
+        content = data["choices"][0]["logprobs"]["content"]
+        tokens = [
+            (
+                str(t["token"]),
+                float(t["logprob"]),
+                {str(a["token"]): float(a["logprob"]) for a in t.get("top_logprobs") or []},
+            )
+            for t in content
+        ]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return False, None
+    return bool(tokens), scores_from_logprobs(tokens, schema) if tokens else None
 
 
 def _public(url: str) -> str:

@@ -12,7 +12,9 @@ the left, and decoded together with the KV cache.  Each row has its own
 llguidance matcher (see :mod:`promptask.backends.constraints`), so every row
 follows its schema, and rows finish independently.  ``Task.map`` sends
 ``batch_size`` rows at a time.  Greedy decoding at ``temperature=0``; seeded
-top-p sampling otherwise.
+top-p sampling otherwise.  Scores (:func:`promptask.backends.local.score_row`):
+the context is evaluated once and its KV cache repeated for the candidates,
+which run as one right-padded batch.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import dataclasses
 import inspect
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ import numpy.typing as npt
 
 from promptask.backends.base import BaseBackend
 from promptask.backends.constraints import choose_token, fill_masks
-from promptask.backends.local import DecodeRow, LocalModel, ModelPool
+from promptask.backends.local import DecodeRow, LocalModel, ModelPool, score_row
 from promptask.backends.model_files import default_model_path, directory_digest, file_digest
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement
@@ -139,6 +141,39 @@ class _Loaded(LocalModel):
         n_vocab = int(self.model.get_output_embeddings().weight.shape[0])
         return from_tokenizer(self.tokenizer, n_vocab=n_vocab), n_vocab
 
+    def tokenize_text(self, text: str) -> list[int]:
+        ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids
+
+    @torch.inference_mode()
+    def score_continuations(
+        self,
+        context: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        first: Mapping[int, float] | None = None,
+    ) -> list[list[float]]:
+        """The context once, its KV cache repeated for every continuation, the continuations in one batch."""
+        device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
+        head, last = list(context[:-1]), int(context[-1])
+        cache = None
+        if head:
+            cache = self.forward(None, input_ids=torch.tensor([head], device=device))[1]
+            cache.batch_repeat_interleave(len(continuations))
+        width = 1 + max(len(c) for c in continuations)
+        ids = torch.full((len(continuations), width), pad, dtype=torch.long, device=device)
+        mask = torch.zeros((len(continuations), len(head) + width), dtype=torch.long, device=device)
+        mask[:, : len(head)] = 1
+        for i, continuation in enumerate(continuations):
+            ids[i, : 1 + len(continuation)] = torch.tensor([last, *continuation], device=device)
+            mask[i, len(head) : len(head) + 1 + len(continuation)] = 1
+        positions = torch.arange(len(head), len(head) + width, device=device).expand(len(continuations), width)
+        logits = self.forward(cache, input_ids=ids, attention_mask=mask, position_ids=positions)[0].logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        return [
+            [float(logprobs[i, j, token]) for j, token in enumerate(continuation)]
+            for i, continuation in enumerate(continuations)
+        ]
+
     def _prefill(self, prompts: list[list[int]], prefix: _Prefix | None) -> tuple[Any, Any, _Prefix | None]:
         """Evaluate new rows' prompts: the model's output, the attention mask, and the shared prefix.
 
@@ -185,7 +220,9 @@ class _Loaded(LocalModel):
 
     def _choose(self, logits: Any, rows: list[DecodeRow]) -> list[int]:
         """The next token of every row: masks filled in parallel, greedy rows in one argmax."""
-        logits = logits.float()
+        logits = raw = logits.float()
+        if any(row.penalized and row.in_strings for row in rows):
+            logits = raw.clone()  # the penalties change these in place; scores use the raw ones
         for k, row in enumerate(rows):
             if row.penalized and row.in_strings:
                 logits[k] = torch.from_numpy(row.penalize(logits[k].cpu().numpy())).to(logits.device)
@@ -204,6 +241,11 @@ class _Loaded(LocalModel):
             if row.rng is not None:
                 row_allowed = allowed[k] if allowed is not None and row.constraint is not None else None
                 chosen[k] = choose_token(logits[k].cpu().numpy(), row_allowed, row.sampling, row.rng)
+        scored = [k for k, row in enumerate(rows) if row.scored]
+        if scored:  # the chosen tokens' log-probabilities under the raw logits, for the free-text proxy
+            logprobs = torch.log_softmax(raw[scored], dim=-1)
+            for j, k in enumerate(scored):
+                rows[k].pending_logprob = float(logprobs[j, chosen[k]])
         return chosen
 
     @torch.inference_mode()
@@ -249,7 +291,10 @@ class _Loaded(LocalModel):
             next_ids = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
             step, cache = self.forward(cache, input_ids=next_ids, attention_mask=mask, position_ids=positions)
             logits = step.logits[:, -1, :]
-        return [row.generation(str(self.tokenizer.decode(row.tokens, skip_special_tokens=True))) for row in rows]
+        return [
+            row.generation(str(self.tokenizer.decode(row.tokens, skip_special_tokens=True)), scores=score_row(row))
+            for row in rows
+        ]
 
 
 _MIN_SHARED = 16  # tokens; below this, evaluating a shared prefix separately does not pay
@@ -319,6 +364,7 @@ class TransformersBackend(BaseBackend):
 
     name = "transformers"
     schema_enforcement = SchemaEnforcement.TOKENS
+    confidence = "sequence"
 
     def __init__(
         self,

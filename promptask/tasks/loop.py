@@ -11,6 +11,15 @@
                                messages are sent with a note asking for a shorter answer
                   --valid--> cache store --> TaskResult
 
+Scores.  When the call wants confidence and the backend can score
+(``BackendInfo.confidence`` is not ``"none"``), each request asks for
+:class:`~promptask.Scores`; the result's ``confidence`` is computed from them
+(:func:`promptask.scoring.confidence_of`), and with ``choose_by_score`` each
+scored field is set to its most probable value before the answer is checked
+(an answer that then fails its checks is kept as decoded).  The scores are
+cached with the output, and a cached entry without them is recomputed when
+they are wanted.
+
 The loop is written once, as a generator that yields each
 :class:`~promptask.GenerationRequest` and is sent back the
 :class:`~promptask.Generation`; it does no I/O but the cache's.  The drivers
@@ -28,10 +37,11 @@ from promptask._version import __version__
 from promptask.backends.base import BackendInfo
 from promptask.cache import CacheMode, ResultCache, cache_key
 from promptask.errors import OutputValidationError
+from promptask.scoring import choose_by_score, confidence_of
 from promptask.tasks.parsing import extract_json
 from promptask.tasks.prepared import PreparedCall
 from promptask.tasks.result import Attempt, TaskResult
-from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement, Usage
+from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement, Scores, Usage
 
 __all__ = ["CallLoop", "call_loop"]
 
@@ -46,6 +56,7 @@ SHORTER_MESSAGE = ("An earlier answer was stopped: {error}. Answer again with a 
 def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | None, mode: CacheMode) -> CallLoop[R]:
     """The data path of one call; see the module docstring."""
     started = time.perf_counter()
+    scored = call.confidence and info.confidence != "none"
     key = None
     if cache is not None and info.fingerprint is not None:
         key = cache_key(
@@ -56,7 +67,7 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
             version=__version__,
         )
         if mode is CacheMode.ON:
-            hit = _from_cache(call, cache, key, info, started)
+            hit = _from_cache(call, cache, key, info, started, scored)
             if hit is not None:
                 return hit
 
@@ -64,14 +75,17 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
     attempts: list[Attempt] = []
     usage = Usage()
     for attempt in range(call.retries + 1):
-        generation = yield GenerationRequest(tuple(conversation), call.schema, call.sampling_for(attempt))
+        request = GenerationRequest(tuple(conversation), call.schema, call.sampling_for(attempt), scores=scored)
+        generation = yield request
         usage += generation.usage
         enforcement = generation.schema_enforcement or info.schema_enforcement
         lenient = enforcement not in (SchemaEnforcement.TOKENS, SchemaEnforcement.SERVER)
         try:
             if generation.finish_reason == "repetition":  # stopped early: a string value was looping
                 raise ValueError(generation.note or "the answer fell into a repetition loop")
-            stored, value = call.check(extract_json(generation.text, lenient=lenient))
+            data = extract_json(generation.text, lenient=lenient)
+            scores = generation.scores if scored else None
+            stored, value, data = _check(call, data, scores)
         except ValueError as exc:
             error = str(exc)
             if generation.finish_reason == "length":
@@ -88,7 +102,10 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
             continue
         attempts.append(_attempt(generation, None))
         if cache is not None and key is not None:
-            cache.set(key, {"output": stored, "raw": generation.text})
+            record: dict[str, Any] = {"output": stored, "raw": generation.text}
+            if scores is not None:
+                record["scores"] = scores.to_dict()
+            cache.set(key, record)
         return TaskResult(
             task=call.task,
             output=value,
@@ -99,6 +116,9 @@ def call_loop(call: PreparedCall[R], info: BackendInfo, cache: ResultCache | Non
             cached=False,
             backend=info.name,
             schema_enforcement=enforcement,
+            confidence=confidence_of(scores, data),
+            scores=dict(scores.choices) if scores is not None else {},
+            text_logprobs=dict(scores.text) if scores is not None else {},
         )
     raise OutputValidationError(call.task, attempts, usage)
 
@@ -111,21 +131,42 @@ def _start_again(messages: tuple[Message, ...], error: str) -> list[Message]:
     return [*head, Message("user", f"{last.content}\n\n{SHORTER_MESSAGE.format(error=error)}")]
 
 
+def _check(call: PreparedCall[R], data: Any, scores: Scores | None) -> tuple[Any, R, Any]:
+    """Check the answer (each scored field set to its most probable value, with ``choose_by_score``)."""
+    if scores is not None and scores.choices and call.choose_by_score:
+        chosen = choose_by_score(data, scores)
+        if chosen != data:
+            try:
+                stored, value = call.check(chosen)
+                return stored, value, chosen
+            except ValueError:
+                pass  # the most probable combination breaks a check: keep the answer as decoded
+    stored, value = call.check(data)
+    return stored, value, data
+
+
 def _attempt(generation: Generation, error: str | None) -> Attempt:
     return Attempt(generation.text, error, generation.finish_reason, generation.usage, generation.timings)
 
 
 def _from_cache(
-    call: PreparedCall[R], cache: ResultCache, key: str, info: BackendInfo, started: float
+    call: PreparedCall[R], cache: ResultCache, key: str, info: BackendInfo, started: float, scored: bool
 ) -> TaskResult[R] | None:
     record: dict[str, Any] | None = cache.get(key)
     if record is None:
         return None
+    scores: Scores | None = None
     try:
         _, value = call.check(record.get("output"))
-    except ValueError:
+        if record.get("scores") is not None:
+            scores = Scores.from_dict(record["scores"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         cache.delete(key)  # stale or tampered: recompute
         return None
+    if scored and scores is None:
+        return None  # stored without scores: recompute them (the new entry replaces this one)
+    if not scored:
+        scores = None
     return TaskResult(
         task=call.task,
         output=value,
@@ -136,4 +177,7 @@ def _from_cache(
         cached=True,
         backend=info.name,
         schema_enforcement=info.schema_enforcement,
+        confidence=confidence_of(scores, record.get("output")),
+        scores=dict(scores.choices) if scores is not None else {},
+        text_logprobs=dict(scores.text) if scores is not None else {},
     )

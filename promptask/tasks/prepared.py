@@ -31,7 +31,9 @@ class PreparedCall(Generic[R]):
 
     ``retry_temperature``, when set, is the temperature of every attempt after
     the first (each with a fresh seed), so a retry can change an answer that
-    greedy decoding would only repeat.
+    greedy decoding would only repeat.  ``confidence`` asks backends that can
+    score for the answer's scores; ``choose_by_score`` returns each scored
+    field's most probable value instead of the decoded one.
     """
 
     task: str
@@ -42,6 +44,8 @@ class PreparedCall(Generic[R]):
     digest: str
     check: OutputCheck[R]
     retry_temperature: float | None = None
+    confidence: bool = True
+    choose_by_score: bool = False
 
     def sampling_for(self, attempt: int) -> Sampling:
         """The sampling settings of attempt ``attempt`` (0 is the first)."""

@@ -44,9 +44,13 @@ class TaskResult(Generic[R]):
     that answered; ``schema_enforcement`` says how the answer was held to the
     schema (a server that fell back from its schema support to JSON mode or
     plain text says so here).  ``confidence`` is the probability of the
-    returned output's scored fields and ``scores`` maps each scored field's
-    path to ``{value: probability}``; both are empty (``None``, ``{}``) when the
-    backend cannot score.
+    returned output's scored fields (fields with a finite set of allowed
+    values; the product of their probabilities) and ``scores`` maps each
+    scored field's path to ``{value: probability}``; both are empty (``None``,
+    ``{}``) when the backend cannot score or the output has no such field.
+    ``text_logprobs`` maps each free-text field's path to the mean
+    log-probability of its generated tokens: a proxy, not a probability, kept
+    apart from ``confidence`` (see :mod:`promptask.scoring`).
 
     >>> import promptask
     >>> backend = promptask.ScriptedBackend(['{"label": "positive"}'])
@@ -66,6 +70,7 @@ class TaskResult(Generic[R]):
     schema_enforcement: SchemaEnforcement = SchemaEnforcement.NONE
     confidence: float | None = None
     scores: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    text_logprobs: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (the output as JSON data)."""
@@ -81,6 +86,7 @@ class TaskResult(Generic[R]):
             "schema_enforcement": self.schema_enforcement.value,
             "confidence": self.confidence,
             "scores": {path: dict(values) for path, values in self.scores.items()},
+            "text_logprobs": dict(self.text_logprobs),
         }
 
 

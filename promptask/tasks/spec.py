@@ -40,7 +40,7 @@ the message is shown to the model, which tries again."""
 EvalMetric = Callable[[Any, Mapping[str, Any]], float]
 """``metric(output, row) -> float``: a custom evaluation metric (see :mod:`promptask.evaluate`)."""
 
-RESERVED_NAMES = frozenset({"backend", "cache", "task", "output_schema", "format_instructions"})
+RESERVED_NAMES = frozenset({"backend", "cache", "choose_by_score", "task", "output_schema", "format_instructions"})
 """Names no input may have: call options and the variables every template gets."""
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -80,6 +80,8 @@ class TaskSpec:
     repeat_penalty: float = _option(REPEAT_PENALTY, "penalty on tokens repeated in strings", yaml=True)
     frequency_penalty: float = _option(_DEFAULT_SAMPLING.frequency_penalty, "penalty per earlier use", yaml=True)
     retry_temperature: float | None = _option(RETRY_TEMPERATURE, "temperature of retries (fresh seed each)", yaml=True)
+    confidence: bool = _option(True, "score finite-choice fields where the backend can", yaml=True)
+    choose_by_score: bool = _option(False, "return each finite field's most probable value, not greedy", yaml=True)
     validators: Sequence[Validator] = _option((), "fn(output, inputs) checks beyond the schema")
     checks: str | None = _option(None, "a Jinja template whose output is an error")
     output_schema: Mapping[str, Any] | bool | None = _option(None, "the output JSON Schema, $eval values included")
@@ -137,6 +139,8 @@ class TaskSpec:
             ("checks", text(self.checks), "a template (text)"),
             ("version", isinstance(self.version, (str, int, float)), "a string"),
             ("format_instructions", self.format_instructions in (None, True, False), "true, false or null"),
+            ("confidence", isinstance(self.confidence, bool), "true or false"),
+            ("choose_by_score", isinstance(self.choose_by_score, bool), "true or false"),
             ("examples", isinstance(self.examples, Sequence) and not isinstance(self.examples, str), "a list"),
             ("metrics", self.metrics is None or (isinstance(self.metrics, (Sequence, Mapping))
              and not isinstance(self.metrics, str)), "a list of metrics or a mapping {metrics, field, reference}"),
@@ -186,6 +190,8 @@ class TaskOptions(TypedDict, total=False):
     repeat_penalty: float
     frequency_penalty: float
     retry_temperature: float | None
+    confidence: bool
+    choose_by_score: bool
     validators: Sequence[Validator]
     checks: str | None
     format_instructions: bool | None

@@ -97,6 +97,12 @@ class Task(Generic[P, R]):
             used inside its strings (see :class:`~promptask.Sampling`).
         retry_temperature: the temperature of attempts after the first, each
             with a fresh seed; ``None`` keeps the first attempt's sampling.
+        confidence: ask backends that can score for the probability of every
+            field with a finite set of allowed values (``TaskResult.confidence``
+            and ``scores``, see :mod:`promptask.scoring`); on by default.
+        choose_by_score: return each such field's most probable value by
+            whole-sequence score instead of the greedily decoded one (also a
+            call option: ``task.run(..., choose_by_score=True)``).
         validators: ``fn(output, inputs)`` checks beyond the schema.
         checks: a Jinja template rendered with the inputs and ``output`` (as JSON
             data) after validation; any text it renders is an error, shown to the
@@ -260,44 +266,70 @@ class Task(Generic[P, R]):
 
     @overload
     def __call__(
-        self, *args: Any, backend: Backend | str | None, cache: CacheSetting | None = ..., **inputs: Any
+        self,
+        *args: Any,
+        backend: Backend | str | None,
+        cache: CacheSetting | None = ...,
+        choose_by_score: bool | None = ...,
+        **inputs: Any,
     ) -> R: ...
 
     @overload
-    def __call__(self, *args: Any, cache: CacheSetting | None, **inputs: Any) -> R: ...
+    def __call__(
+        self, *args: Any, cache: CacheSetting | None, choose_by_score: bool | None = ..., **inputs: Any
+    ) -> R: ...
+
+    @overload
+    def __call__(self, *args: Any, choose_by_score: bool | None, **inputs: Any) -> R: ...
 
     # The overloads give the task's own signature, and the same call with the call options
-    # (`backend=`, `cache=`: names no input may take) for type checkers; a ParamSpec cannot
+    # (`backend=`, `cache=`, `choose_by_score=`: names no input may take) for type checkers; a ParamSpec cannot
     # carry extra keyword arguments.
     def __call__(  # type: ignore[misc]
-        self, *args: Any, backend: Backend | str | None = None, cache: CacheSetting | None = None, **inputs: Any
+        self,
+        *args: Any,
+        backend: Backend | str | None = None,
+        cache: CacheSetting | None = None,
+        choose_by_score: bool | None = None,
+        **inputs: Any,
     ) -> R:
         """Run the task and return its validated output."""
-        return self.run(*args, backend=backend, cache=cache, **inputs).output
+        return self.run(*args, backend=backend, cache=cache, choose_by_score=choose_by_score, **inputs).output
 
     def run(
         self,
         *args: Any,
         backend: Backend | str | None = None,
         cache: CacheSetting | None = None,
+        choose_by_score: bool | None = None,
         **inputs: Any,
     ) -> TaskResult[R]:
-        """Run the task; the result has the output, raw text, attempts, usage and timing."""
+        """Run the task; the result has the output, raw text, attempts, usage, timing and confidence.
+
+        ``choose_by_score`` overrides the task's own setting for this call.
+
+        >>> import promptask
+        >>> result = promptask.tasks.sentiment.run("Great!", backend="llamacpp:")  # doctest: +SKIP
+        >>> result.output.label, result.confidence, result.scores["label"]  # doctest: +SKIP
+        ('positive', 0.93, {'positive': 0.93, 'negative': 0.02, 'neutral': 0.05})
+        """
         validated = self.validate_inputs(args, inputs)
         chosen = self.resolve_backend(backend)
-        return runner.run(self.prepare(validated, chosen.info()), chosen, cache)
+        return runner.run(self.prepare(validated, chosen.info(), choose_by_score=choose_by_score), chosen, cache)
 
     async def arun(
         self,
         *args: Any,
         backend: Backend | str | None = None,
         cache: CacheSetting | None = None,
+        choose_by_score: bool | None = None,
         **inputs: Any,
     ) -> TaskResult[R]:
         """Async :meth:`run`: awaits the backend's ``agenerate`` (a worker thread for backends without async I/O)."""
         validated = self.validate_inputs(args, inputs)
         chosen = self.resolve_backend(backend)
-        return await runner.arun(self.prepare(validated, chosen.info()), chosen, cache)
+        call = self.prepare(validated, chosen.info(), choose_by_score=choose_by_score)
+        return await runner.arun(call, chosen, cache)
 
     @overload
     def map(
@@ -434,10 +466,15 @@ class Task(Generic[P, R]):
                 problems.append((f"{prefix}{field}", message))
             raise InputValidationError(self.name, problems) from None
 
-    def prepare(self, inputs: BaseModel, backend: BackendInfo | None = None) -> PreparedCall[R]:
+    def prepare(
+        self, inputs: BaseModel, backend: BackendInfo | None = None, *, choose_by_score: bool | None = None
+    ) -> PreparedCall[R]:
         """The call for validated inputs: messages, this call's schema, sampling, digest and output check."""
         schema = self.request_schema(inputs)
         digest = self.digest if schema is self.schema else f"{self.digest}:{schema_digest(schema)}"
+        choose = self.spec.choose_by_score if choose_by_score is None else bool(choose_by_score)
+        if choose:
+            digest += ":choose-by-score"  # it can change the answer
         return PreparedCall(
             task=self.name,
             messages=self.messages_for(inputs, backend),
@@ -447,6 +484,8 @@ class Task(Generic[P, R]):
             digest=digest,
             check=self._checker(inputs),
             retry_temperature=self.spec.retry_temperature,
+            confidence=self.spec.confidence or choose,
+            choose_by_score=choose,
         )
 
     def prepare_row(self, row: Mapping[str, Any], *, label: str, backend: BackendInfo) -> PreparedCall[R]:
