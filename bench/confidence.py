@@ -6,19 +6,21 @@ Prints one JSON object:
   plain greedy decoding), summed over the same items in alternating order, for
   ``sentiment`` and ``classify`` with 5 labels (and with 50, the most its input
   takes); goal ≤ 1.3.
-* ``quality``: on the labelled sets in ``examples/data/`` (tuning sets, not
-  held-out test sets), for ``sentiment`` and ``classify``: accuracy of the
+* ``quality``: for ``sentiment`` and ``classify``, on the held-out test sets
+  (``examples/data/test/``, the figures to report) and on the tuning sets
+  (``examples/data/``, where choosing by score was decided): accuracy of the
   greedy answer and of the most probable value by whole-sequence score, and of
-  the greedy answers' confidence, AUROC (correct vs incorrect), ECE (10 bins)
-  and accuracy at 50/80/100% coverage.
+  the greedy answers' confidence, AUROC (correct vs incorrect, with a 95%
+  bootstrap interval), ECE (10 bins) and accuracy at 50/80/100% coverage.
 
-    python bench/confidence.py [--backend URI] [--items N]
+    python bench/confidence.py [--backend URI] [--items N] [--sets test,tune] [--no-cost]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -58,9 +60,9 @@ def cost(task: promptask.Task[..., Any], rows: list[dict[str, Any]], backend: st
     return round(seconds["scored"] / seconds["plain"], 3)
 
 
-def quality(name: str, backend: str | None) -> dict[str, Any]:
+def quality(name: str, data: Path, backend: str | None) -> dict[str, Any]:
     task = promptask.builtin_task(name)
-    rows = [json.loads(line) for line in (DATA / f"{name}.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (data / f"{name}.jsonl").read_text().splitlines()]
     fields = set(task.input_model.model_fields)
     results = task.map([{k: v for k, v in r.items() if k in fields} for r in rows], backend=backend,
                        on_error="return", cache=False)  # fmt: skip
@@ -88,12 +90,26 @@ def quality(name: str, backend: str | None) -> dict[str, Any]:
         "accuracy_greedy": round(sum(greedy_ok) / len(greedy_ok), 3),
         "accuracy_by_score": round(sum(scored_ok) / len(scored_ok), 3),
         "auroc": round(area, 3) if area is not None else None,
+        "auroc_95": auroc_interval(confidence, greedy_ok),
         "ece_10_bins": round(expected_calibration_error(confidence, greedy_ok), 3),
         "accuracy_at_coverage": {f"{int(c * 100)}%": round(a, 3) for c, a in coverage.items()},
         "by_score_auroc": _rounded(auroc(chosen_confidence, scored_ok)),
         "by_score_ece_10_bins": round(expected_calibration_error(chosen_confidence, scored_ok), 3),
         "mean_confidence": round(sum(confidence) / len(confidence), 3),
     }
+
+
+def auroc_interval(confidence: list[float], correct: list[bool], resamples: int = 2000) -> list[float] | None:
+    """A percentile bootstrap interval of the AUROC (resamples with one class only are redrawn)."""
+    rng = random.Random(0)
+    values: list[float] = []
+    while len(values) < resamples:
+        draw = rng.choices(range(len(confidence)), k=len(confidence))
+        value = auroc([confidence[i] for i in draw], [correct[i] for i in draw])
+        if value is not None:
+            values.append(value)
+    values.sort()
+    return [round(values[int(0.025 * resamples)], 3), round(values[int(0.975 * resamples) - 1], 3)]
 
 
 def _rounded(value: float | None) -> float | None:
@@ -104,18 +120,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", help="backend URI (default: the default model)")
     parser.add_argument("--items", type=int, default=len(TEXTS), help="items per cost figure")
+    parser.add_argument("--sets", default="test,tune", help="labelled sets to measure quality on (test, tune)")
+    parser.add_argument("--no-cost", action="store_true", help="skip the cost figures")
     args = parser.parse_args()
     texts = TEXTS[: args.items]
     report: dict[str, Any] = {"benchmark": "confidence", "backend": args.backend or "llamacpp: (SmolLM2-135M)"}
-    report["cost_scored_over_greedy"] = {
-        "sentiment": cost(promptask.tasks.sentiment, [{"text": t} for t in texts], args.backend),
-        "classify_5_labels": cost(promptask.tasks.classify, [{"text": t, "labels": FIVE} for t in texts], args.backend),
+    if not args.no_cost:
+        report["cost_scored_over_greedy"] = cost_figures(texts, args.backend)
+    sets = {"test": DATA / "test", "tune": DATA}
+    for chosen in filter(None, args.sets.split(",")):
+        report[f"quality_on_{chosen}_sets"] = {
+            name: quality(name, sets[chosen], args.backend) for name in ("sentiment", "classify")
+        }
+    print(json.dumps(report))
+
+
+def cost_figures(texts: list[str], backend: str | None) -> dict[str, float]:
+    return {
+        "sentiment": cost(promptask.tasks.sentiment, [{"text": t} for t in texts], backend),
+        "classify_5_labels": cost(promptask.tasks.classify, [{"text": t, "labels": FIVE} for t in texts], backend),
         "classify_50_labels": cost(
-            promptask.tasks.classify, [{"text": t, "labels": FIFTY} for t in texts[:4]], args.backend
+            promptask.tasks.classify, [{"text": t, "labels": FIFTY} for t in texts[:4]], backend
         ),
     }
-    report["quality_on_tuning_sets"] = {name: quality(name, args.backend) for name in ("sentiment", "classify")}
-    print(json.dumps(report))
 
 
 if __name__ == "__main__":

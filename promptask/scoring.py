@@ -53,6 +53,7 @@ __all__ = [
     "finite_values",
     "format_path",
     "json_text",
+    "node_at",
     "normalise",
     "parse_path",
     "scores_from_logprobs",
@@ -140,6 +141,26 @@ def _resolve(node: Any, root: Any) -> Any:
             )
         node, seen = target, seen + 1
     return node
+
+
+def node_at(schema: Mapping[str, Any], keys: Sequence[str | int]) -> Any:
+    """The schema node of the value at ``keys`` (as :func:`value_spans` walks it); ``None`` where unknown.
+
+    >>> node_at({"properties": {"tags": {"items": {"enum": ["a", "b"]}}}}, ("tags", 3))
+    {'enum': ['a', 'b']}
+    """
+    node: Any = schema
+    for key in keys:
+        node = _resolve(node, schema)
+        if not isinstance(node, Mapping):
+            return None
+        if isinstance(key, str):
+            properties = node.get("properties")
+            node = properties.get(key) if isinstance(properties, Mapping) else None
+        else:
+            prefix = node.get("prefixItems")
+            node = prefix[key] if isinstance(prefix, list) and key < len(prefix) else node.get("items")
+    return _resolve(node, schema)
 
 
 @dataclass(frozen=True)

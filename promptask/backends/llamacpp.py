@@ -36,11 +36,13 @@ threads are safe and give the same answers as sequential calls.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.local import DecodeRow, LocalModel, ModelPool, logsumexp, score_row
+from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, logsumexp, score_row
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
@@ -154,66 +156,103 @@ class _Model(LocalModel):
         self,
         context: Sequence[int],
         continuations: Sequence[Sequence[int]],
-        first: Mapping[int, float] | None = None,
+        known: Callable[[tuple[int, ...]], LogProbs | None] | None = None,
     ) -> list[list[float]]:
-        """Every continuation's tokens scored in one ``llama_decode``, as a token tree over the context's KV cells.
+        """What ``known`` lacks, evaluated in one ``llama_decode`` as a token tree over the context's KV cells.
 
-        Continuation ``s`` is sequence ``s`` (the context's cells are shared
-        with it, not copied).  The tree holds each distinct proper prefix of
-        a continuation once, carrying the sequences of every continuation
-        through it: candidates that share leading tokens evaluate them once,
-        and a continuation's final token, which predicts nothing scored, is
-        not evaluated at all.  The context's last token joins the tree only
-        when ``first`` (the decoding step's own log-probabilities there) does
-        not cover every continuation's first token.
+        The tree holds each continuation prefix whose next-token
+        log-probabilities are missing, with its ancestors, once: candidates
+        that share leading tokens evaluate them once, and a continuation's
+        final token, which predicts nothing scored, is not evaluated.  Each
+        leaf of the tree is a sequence of its own sharing the context's cells
+        (not copies); the context's last token joins the tree only when its
+        own log-probabilities are missing.
         """
+        lookup = known or _nothing_known
+        results = [[math.nan] * len(c) for c in continuations]
+        missing: set[tuple[int, ...]] = set()
+        for i, continuation in enumerate(continuations):
+            for j, token in enumerate(continuation):
+                value = _logprob(lookup(tuple(continuation[:j])), token)
+                if value is None:
+                    missing.add(tuple(continuation[:j]))
+                else:
+                    results[i][j] = value
+        if not missing:
+            return results
         llama = self.llama
-        root = None if first is not None and all(not c or c[0] in first for c in continuations) else context[-1]
+        root = context[-1] if () in missing else None
         head = list(context) if root is None else list(context[:-1])
         keep = self._cached_prefix(head, len(head)) if self.reuse_prefix else 0
-        llama.n_tokens = keep  # eval() drops the KV cache past this point first
-        if keep < len(head):
+        if keep < len(head):  # else the cache holds the head, and whatever follows it stays (seen by sequence 0 only)
+            llama.n_tokens = keep  # eval() drops the KV cache past this point first
             llama.eval(head[keep:])
-        base = len(head)
-        memory = llama_cpp.llama_get_memory(llama.ctx)
-        if self._batch is None:
-            self._batch = llama_cpp.llama_batch_init(self.settings.n_batch, 0, SCORE_SEQUENCES)
-        known = first if root is None and first is not None else {}
-        results: list[list[float]] = []
-        for group in _score_groups(continuations, self.settings.n_batch):
+        offset = len(head) - (root is None)  # a node's position is this plus its prefix's length
+        for group in _score_groups(sorted(missing - {()}), self.settings.n_batch - 1) or [[]]:
             tree = _token_tree(root, group)
-            for seq in range(1, len(group) + 1):
-                llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, base)
-            try:
-                if tree:
-                    self._decode_tree(tree, base - (root is None))
-                normalisers = [logsumexp(self._logits(n)) for n in range(len(tree))]
-                index = {prefix: n for n, (prefix, _, _) in enumerate(tree)}
-                for continuation in group:
-                    logprobs = []
-                    for j, token in enumerate(continuation):
-                        if j == 0 and root is None:
-                            logprobs.append(known[token])
-                            continue
-                        n = index[tuple(continuation[:j])]
-                        logprobs.append(float(self._logits(n)[token]) - normalisers[n])
-                    results.append(logprobs)
-            finally:
-                for seq in range(1, len(group) + 1):
-                    llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            with self._sequences(tree, len(head)):
+                self._decode([(token, offset + len(prefix), seqs) for prefix, token, seqs in tree], outputs=0)
+                for n, (prefix, _, _) in enumerate(tree):
+                    if prefix not in missing:
+                        continue
+                    logits = self._logits(n)
+                    normaliser = logsumexp(logits)
+                    for i, continuation in enumerate(continuations):
+                        j = len(prefix)
+                        if j < len(continuation) and tuple(continuation[:j]) == prefix:
+                            results[i][j] = float(logits[continuation[j]]) - normaliser
         return results
 
-    def _decode_tree(self, tree: list[_Node], base: int) -> None:
-        """Evaluate a token tree, each node at position ``base`` plus its prefix's length, with its logits."""
+    def evaluate_ahead(self, row: DecodeRow, step: list[int], continuations: list[list[int]]) -> int:
+        """Evaluate ``step`` (a decoding step) and, in the same ``llama_decode``, the token tree of ``continuations``
+        after it, each tree node's log-probabilities stored in ``row.known``; returns the batch index of the
+        step's logits.  A plain evaluation when the tree does not fit one batch."""
+        tree = _token_tree(None, {tuple(c[:j]) for c in continuations for j in range(1, len(c))})
+        if not tree or len(step) + len(tree) > self.settings.n_batch or _sequence_count(tree) > SCORE_SEQUENCES:
+            self.llama.eval(step)
+            return -1
+        llama = self.llama
+        n_past = llama.n_tokens
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llama.ctx), -1, n_past, -1)
+        every = list(range(_sequence_count(tree) + 1))  # the step belongs to the tree's sequences too
+        offset = n_past + len(step) - 1  # the step's last token is the tree's root
+        nodes = [(token, n_past + i, every) for i, token in enumerate(step)]
+        nodes += [(token, offset + len(prefix), seqs) for prefix, token, seqs in tree]
+        with self._sequences(tree, n_past):
+            self._decode(nodes, outputs=len(step) - 1)
+            for n, (prefix, _, _) in enumerate(tree, start=len(step)):
+                logits = self._logits(n)
+                row.known[len(row.tokens), prefix] = logits - np.float32(logsumexp(logits))
+        llama.input_ids[n_past : n_past + len(step)] = step
+        llama.n_tokens = n_past + len(step)
+        return len(step) - 1
+
+    @contextlib.contextmanager
+    def _sequences(self, tree: list[_Node], shared: int) -> Iterator[None]:
+        """The tree's sequences, sharing sequence 0's first ``shared`` cells, for as long as the block runs."""
+        memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        count = _sequence_count(tree)
+        for seq in range(1, count + 1):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, 0, shared)
+        try:
+            yield
+        finally:
+            for seq in range(1, count + 1):
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+
+    def _decode(self, nodes: list[tuple[int, int, list[int]]], *, outputs: int) -> None:
+        """Evaluate (token, position, sequences) in one batch, with logits from index ``outputs`` on."""
+        if self._batch is None:
+            self._batch = llama_cpp.llama_batch_init(self.settings.n_batch, 0, SCORE_SEQUENCES + 1)
         batch = self._batch
-        for n, (prefix, token, seqs) in enumerate(tree):
+        for n, (token, position, seqs) in enumerate(nodes):
             batch.token[n] = token
-            batch.pos[n] = base + len(prefix)
+            batch.pos[n] = position
             batch.n_seq_id[n] = len(seqs)
             for k, seq in enumerate(seqs):
                 batch.seq_id[n][k] = seq
-            batch.logits[n] = True
-        batch.n_tokens = len(tree)
+            batch.logits[n] = n >= outputs
+        batch.n_tokens = len(nodes)
         status = llama_cpp.llama_decode(self.llama.ctx, batch)
         if status != 0:
             raise BackendError(f"llama_decode failed while scoring candidates (status {status})")
@@ -233,11 +272,18 @@ class _Model(LocalModel):
         started = time.perf_counter()
         cached = self._evaluate_prompt(row.prompt, reuse_prefix)
         prompt_s = time.perf_counter() - started
+        logits_at = -1  # the batch index of the logits to choose from
         while not row.done:
-            token = row.choose(self._last_logits(), row.allowed())
+            token = row.choose(self._logits(logits_at), row.allowed())
             step = row.accept(token, end_of_sequence=llama_cpp.llama_vocab_is_eog(self.vocab, token), take_forced=True)
-            if step:
+            if not step:
+                continue
+            ahead = row.upcoming()
+            if ahead:
+                logits_at = self.evaluate_ahead(row, step, ahead)
+            else:
                 self.llama.eval(step)
+                logits_at = -1
         return cached, {"prompt_s": prompt_s, "decode_s": time.perf_counter() - started - prompt_s}
 
     def _evaluate_prompt(self, tokens: list[int], reuse_prefix: bool) -> int:
@@ -256,52 +302,59 @@ class _Model(LocalModel):
         mismatch = np.flatnonzero(cached[:limit] != np.asarray(tokens[:limit], dtype=cached.dtype))
         return int(mismatch[0]) if mismatch.size else limit
 
-    def _last_logits(self) -> npt.NDArray[np.float32]:
-        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
-
 
 _Node = tuple[tuple[int, ...], int, list[int]]
 """A node of a scoring token tree: the continuation prefix it ends, its token, and the sequences through it."""
 
 
-def _token_tree(root: int | None, continuations: Sequence[Sequence[int]]) -> list[_Node]:
-    """The scoring tree: ``root`` (the context's last token) if given, then each distinct proper prefix once.
+def _token_tree(root: int | None, prefixes: Iterable[tuple[int, ...]]) -> list[_Node]:
+    """The tree that evaluates ``prefixes``: ``root`` (the context's last token) if given, then every prefix and
+    its ancestors once, parents first.  Each leaf is a sequence of its own (numbered from 1); a node carries the
+    sequences of the leaves below it.
 
-    Sequences are numbered from 1, one per continuation.
-
-    >>> _token_tree(9, [[1, 2, 3], [1, 4], [5]])
-    [((), 9, [1, 2, 3]), ((1,), 1, [1, 2]), ((1, 2), 2, [1])]
-    >>> _token_tree(None, [[1, 2, 3], [1, 4], [5]])
-    [((1,), 1, [1, 2]), ((1, 2), 2, [1])]
+    >>> _token_tree(9, [(1,), (1, 2)])
+    [((), 9, [1]), ((1,), 1, [1]), ((1, 2), 2, [1])]
+    >>> _token_tree(None, [(1, 2), (1, 4), (5,)])
+    [((1,), 1, [1, 2]), ((5,), 5, [3]), ((1, 2), 2, [1]), ((1, 4), 4, [2])]
     """
-    tree: list[_Node] = [] if root is None else [((), root, list(range(1, len(continuations) + 1)))]
-    index: dict[tuple[int, ...], int] = {}
-    for seq, continuation in enumerate(continuations, start=1):
-        for j in range(1, len(continuation)):
-            prefix = tuple(continuation[:j])
-            if prefix in index:
-                tree[index[prefix]][2].append(seq)
-            else:
-                index[prefix] = len(tree)
-                tree.append((prefix, prefix[-1], [seq]))
+    nodes = sorted({p[:j] for p in prefixes for j in range(1, len(p) + 1)}, key=lambda p: (len(p), p))
+    parents = {p[:-1] for p in nodes}
+    leaves = sorted(p for p in nodes if p not in parents) or [()]
+    tree: list[_Node] = [] if root is None else [((), root, list(range(1, len(leaves) + 1)))]
+    for prefix in nodes:
+        tree.append((prefix, prefix[-1], [k for k, leaf in enumerate(leaves, 1) if leaf[: len(prefix)] == prefix]))
     return tree
 
 
-def _score_groups(continuations: Sequence[Sequence[int]], capacity: int) -> list[list[Sequence[int]]]:
-    """Continuations in groups of at most SCORE_SEQUENCES whose trees fit one batch of ``capacity`` tokens."""
-    groups: list[list[Sequence[int]]] = []
+def _sequence_count(tree: list[_Node]) -> int:
+    return max((max(seqs) for _, _, seqs in tree), default=0)
+
+
+def _score_groups(prefixes: list[tuple[int, ...]], capacity: int) -> list[list[tuple[int, ...]]]:
+    """Prefixes in groups of at most SCORE_SEQUENCES whose trees fit one batch of ``capacity`` tokens."""
+    groups: list[list[tuple[int, ...]]] = []
     size = 0
-    for continuation in continuations:
-        cost = max(1, len(continuation) - 1)  # an upper bound on the nodes it adds
-        if not groups or len(groups[-1]) >= SCORE_SEQUENCES or size + cost > capacity:
+    for prefix in prefixes:
+        if len(prefix) > capacity:
+            raise BackendError(f"a candidate of over {capacity} tokens is too long to score (raise n_batch)")
+        if not groups or len(groups[-1]) >= SCORE_SEQUENCES or size + len(prefix) > capacity:
             groups.append([])
-            size = 1  # the root
-        if len(continuation) > capacity - 1:
-            raise BackendError(f"a candidate of {len(continuation)} tokens is too long to score (n_batch {capacity})")
-        groups[-1].append(continuation)
-        size += cost
+            size = 0
+        groups[-1].append(prefix)
+        size += len(prefix)
     return groups
+
+
+def _logprob(known: LogProbs | None, token: int) -> float | None:
+    if known is None:
+        return None
+    if isinstance(known, np.ndarray):
+        return float(known[token])
+    return known.get(token)
+
+
+def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
+    return None
 
 
 _models: ModelPool[_Settings, _Model] = ModelPool(_Model)

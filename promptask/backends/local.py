@@ -39,7 +39,7 @@ import numpy.typing as npt
 from promptask.backends.constraints import SchemaConstraints, TokenConstraint, choose_token
 from promptask.backends.repetition import JsonWatch
 from promptask.errors import BackendError
-from promptask.scoring import MAX_CANDIDATES, json_text, normalise, value_key, value_spans
+from promptask.scoring import MAX_CANDIDATES, finite_values, json_text, node_at, normalise, value_key, value_spans
 from promptask.types import Generation, GenerationRequest, Message, Sampling, Scores, Usage
 
 __all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system", "logsumexp", "score_row"]
@@ -48,6 +48,9 @@ PENALTY_WINDOW = 64
 """The most recent tokens written inside string values that the repetition penalties look at."""
 MAX_STEP_CHOICES = 4096
 """A scored row keeps a step's log-probabilities when the schema allows at most this many tokens there."""
+
+LogProbs = Mapping[int, float] | npt.NDArray[np.float32]
+"""Next-token log-probabilities: some tokens' ({token: log-probability}), or the whole vocabulary's (an array)."""
 
 K = TypeVar("K", bound=Hashable)
 M = TypeVar("M", bound="LocalModel")
@@ -97,15 +100,15 @@ class LocalModel:
         self,
         context: Sequence[int],
         continuations: Sequence[Sequence[int]],
-        first: Mapping[int, float] | None = None,
+        known: Callable[[tuple[int, ...]], LogProbs | None] | None = None,
     ) -> list[list[float]]:
         """The log-probability of each token of each continuation after ``context`` (raw logits, temperature 1).
 
-        ``first``, when given, holds the log-probabilities of tokens right
-        after ``context``, as decoding computed them (an engine may use them
-        instead of evaluating the context's last token again).  Engines
-        evaluate the context once (reusing their KV cache where they can) and
-        the continuations together, in one batch where they can.
+        ``known(prefix)``, where given, returns next-token log-probabilities
+        already computed after ``context`` plus ``prefix`` (by decoding, or
+        ahead of it), or ``None``; an engine evaluates only what it lacks.
+        Engines evaluate the context once (reusing their KV cache where they
+        can) and the continuations together, in one batch where they can.
         """
         raise NotImplementedError
 
@@ -203,9 +206,11 @@ class DecodeRow:
         self.schema = request.schema
         self.logprobs: list[float] = []  # per token in ``tokens`` (NaN: forced, not chosen), when scored
         self.pending_logprob = math.nan  # the log-probability of the token being accepted
-        # At steps with few allowed tokens (a finite field's value starts there): token -> log-probability,
-        # by the number of tokens before the step, so scoring needs no evaluation for a candidate's first token.
-        self.choices_at: dict[int, dict[int, float]] = {}
+        # Next-token log-probabilities already computed, for scoring: by (n, extra), meaning after the first n
+        # generated tokens and then the tokens ``extra``.  Decoding steps with few allowed tokens (where a
+        # finite field's value starts) keep theirs as {token: log-probability}; tokens an engine evaluated
+        # ahead of time (see upcoming()) keep the whole row.
+        self.known: dict[tuple[int, tuple[int, ...]], LogProbs] = {}
 
     @property
     def done(self) -> bool:
@@ -235,8 +240,35 @@ class DecodeRow:
             ids = np.flatnonzero(allowed) if allowed is not None else None
             if ids is not None and len(ids) <= MAX_STEP_CHOICES:
                 logprobs = (logits[ids] - normaliser).tolist()
-                self.choices_at[len(self.tokens)] = dict(zip(ids.tolist(), logprobs, strict=True))
+                self.known[len(self.tokens), ()] = dict(zip(ids.tolist(), logprobs, strict=True))
         return token
+
+    def upcoming(self) -> list[list[int]] | None:
+        """Continuations worth evaluating ahead of time: when the answer is about to write (or has just opened)
+        the value of a field with a finite set of values, each value's remaining tokens with each closing
+        character that can follow it, so an engine can evaluate them with the tokens it evaluates now and
+        :func:`score_row` finds them in :attr:`known`.  ``None`` elsewhere (and for rows not scored)."""
+        watch = self.watch
+        if not self.scored or watch is None or self.schema is None:
+            return None
+        if watch.awaiting_value and not watch.in_string:
+            written = ""
+        elif watch.in_value_string and "\\" not in watch.string:
+            written = '"' + "".join(watch.string)
+        else:
+            return None
+        keys = watch.keys()
+        candidates = finite_values(node_at(self.schema, keys), self.schema) if keys is not None else None
+        if candidates is None or not 1 < len(candidates) <= MAX_CANDIDATES:
+            return None
+        closers = ([",", "]"] if watch.stack[-1].kind == "array" else [",", "}"]) if watch.stack else [""]
+        texts = [json_text(value) for value in candidates]
+        return [
+            self.model.tokenize_text(text[len(written) :] + closer)
+            for text in texts
+            if text.startswith(written)
+            for closer in closers
+        ]
 
     def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
         """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
@@ -296,7 +328,8 @@ def logsumexp(logits: npt.NDArray[np.float32]) -> float:
     return top + math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
 
 
-_warned_limit: set[str] = set()
+def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
+    return None
 
 
 def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
@@ -345,14 +378,17 @@ def score_row(row: DecodeRow) -> Scores | None:
             # Tokens every candidate starts with add the same log-probability to each: they join the context.
             shared = _common_prefix(continuations)
             context = [*row.prompt, *row.tokens[:before], *continuations[0][:shared]]
-            decoded = row.tokens[before : before + shared] == continuations[0][:shared]
-            first = row.choices_at.get(before + shared) if decoded else None
-            per_token = model.score_continuations(context, [c[shared:] for c in continuations], first)
+            known: Callable[[tuple[int, ...]], LogProbs | None] = _nothing_known
+            if row.tokens[before : before + shared] == continuations[0][:shared]:  # the context was decoded
+
+                def known(prefix: tuple[int, ...], n: int = before + shared) -> LogProbs | None:
+                    return row.known.get((n, prefix))
+
+            per_token = model.score_continuations(context, [c[shared:] for c in continuations], known)
             probabilities = normalise([sum(lp) for lp in per_token])
             choices[span.path] = {value_key(v): p for v, p in zip(candidates, probabilities, strict=True)}
             continue
-        if candidates is not None and span.path not in _warned_limit:
-            _warned_limit.add(span.path)
+        if candidates is not None:  # Python's warning filters show it once per message, not once per call
             warnings.warn(
                 f"field {span.path}: {len(candidates)} allowed values is more than {MAX_CANDIDATES}; "
                 "it is not scored by whole sequences and gets the mean token log-probability instead",

@@ -82,6 +82,19 @@ class JsonWatch:
     string: list[str] = field(default_factory=list)
     checked: int = 0
     tail: str = ""
+    awaiting_value: bool = False  # after ``:``, ``[`` or an array's ``,``: a value comes next, none has begun
+
+    def keys(self) -> tuple[str | int, ...] | None:
+        """The keys and indexes leading to the value being written or awaited; ``None`` inside a key."""
+        keys: list[str | int] = []
+        for frame in self.stack:
+            if frame.kind == "array":
+                keys.append(frame.index)
+            elif frame.key is None:
+                return None
+            else:
+                keys.append(frame.key)
+        return tuple(keys)
 
     @property
     def in_value_string(self) -> bool:
@@ -146,6 +159,9 @@ class JsonWatch:
 
     def _structure_char(self, char: str) -> None:
         top = self.stack[-1] if self.stack else None
+        if not char.isspace():
+            in_array = top is not None and top.kind == "array"
+            self.awaiting_value = char in ":[" or (char == "," and in_array)
         if char == '"':
             self.in_string = True
             self.is_key = top is not None and top.kind == "object" and top.expect_key

@@ -24,7 +24,7 @@ import dataclasses
 import inspect
 import os
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from promptask.backends.base import BaseBackend
 from promptask.backends.constraints import choose_token, fill_masks
-from promptask.backends.local import DecodeRow, LocalModel, ModelPool, score_row
+from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, score_row
 from promptask.backends.model_files import default_model_path, directory_digest, file_digest
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement
@@ -150,9 +150,12 @@ class _Loaded(LocalModel):
         self,
         context: Sequence[int],
         continuations: Sequence[Sequence[int]],
-        first: Mapping[int, float] | None = None,
+        known: Callable[[tuple[int, ...]], LogProbs | None] | None = None,
     ) -> list[list[float]]:
-        """The context once, its KV cache repeated for every continuation, the continuations in one batch."""
+        """The context once, its KV cache repeated for every continuation, the continuations in one batch.
+
+        ``known`` is not used: evaluating the whole context again is what this engine's batch layout needs.
+        """
         device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
         head, last = list(context[:-1]), int(context[-1])
         cache = None
