@@ -10,14 +10,25 @@ correctness flag per item, so a benchmark or an evaluator can report them.
 0.35
 >>> accuracy_at_coverage(confidence, correct, (0.5, 1.0))
 {0.5: 1.0, 1.0: 0.75}
+
+``promptask eval`` reports them per variant (``promptask.evaluate.calibrate``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
-__all__ = ["accuracy_at_coverage", "auroc", "expected_calibration_error", "reliability_bins"]
+__all__ = [
+    "Bin",
+    "accuracy_at_coverage",
+    "auroc",
+    "coverage_curve",
+    "expected_calibration_error",
+    "reliability_bins",
+    "reliability_diagram",
+]
 
 
 def auroc(confidence: Sequence[float], correct: Sequence[bool]) -> float | None:
@@ -49,18 +60,38 @@ def auroc(confidence: Sequence[float], correct: Sequence[bool]) -> float | None:
     return wins / (right * wrong)
 
 
-def reliability_bins(
-    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
-) -> list[tuple[float, float, int]]:
-    """Equal-width bins over [0, 1]: (mean confidence, accuracy, count) of each non-empty bin, in order."""
+class Bin(NamedTuple):
+    """One bin of a reliability diagram: its edges, the mean confidence and the accuracy of its items, how many."""
+
+    low: float
+    high: float
+    confidence: float
+    accuracy: float
+    items: int
+
+
+def reliability_diagram(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> list[Bin]:
+    """Equal-width bins over [0, 1], each ``(low, high]`` (0 falls in the first): the non-empty ones, in order.
+
+    >>> reliability_diagram([0.95, 0.9, 0.3], [True, False, True], bins=2)[1]
+    Bin(low=0.5, high=1.0, confidence=0.925, accuracy=0.5, items=2)
+    """
     grouped: list[list[tuple[float, bool]]] = [[] for _ in range(bins)]
     for c, ok in zip(confidence, correct, strict=True):
         grouped[min(bins - 1, max(0, math.ceil(c * bins) - 1))].append((c, ok))
     return [
-        (sum(c for c, _ in group) / len(group), sum(ok for _, ok in group) / len(group), len(group))
-        for group in grouped
+        Bin(i / bins, (i + 1) / bins, sum(c for c, _ in group) / len(group), sum(ok for _, ok in group) / len(group),
+            len(group))
+        for i, group in enumerate(grouped)
         if group
-    ]
+    ]  # fmt: skip
+
+
+def reliability_bins(
+    confidence: Sequence[float], correct: Sequence[bool], bins: int = 10
+) -> list[tuple[float, float, int]]:
+    """Equal-width bins over [0, 1]: (mean confidence, accuracy, count) of each non-empty bin, in order."""
+    return [(b.confidence, b.accuracy, b.items) for b in reliability_diagram(confidence, correct, bins)]
 
 
 def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
@@ -74,13 +105,33 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     )
 
 
+def _ranked(confidence: Sequence[float], correct: Sequence[bool]) -> list[bool]:
+    """Correctness, most confident first (equal confidences keep their order)."""
+    return [ok for _, ok in sorted(zip(confidence, correct, strict=True), key=lambda pair: -pair[0])]
+
+
 def accuracy_at_coverage(
     confidence: Sequence[float], correct: Sequence[bool], coverages: Sequence[float] = (0.5, 0.8, 1.0)
 ) -> dict[float, float]:
     """Accuracy over the most confident share of the items, for each share (at least one item each)."""
-    ranked = [ok for _, ok in sorted(zip(confidence, correct, strict=True), key=lambda pair: -pair[0])]
+    ranked = _ranked(confidence, correct)
     out: dict[float, float] = {}
     for coverage in coverages:
         kept = ranked[: max(1, round(coverage * len(ranked)))] if ranked else []
         out[coverage] = sum(kept) / len(kept) if kept else 0.0
     return out
+
+
+def coverage_curve(confidence: Sequence[float], correct: Sequence[bool]) -> list[tuple[float, float]]:
+    """The accuracy-vs-coverage curve: (share kept, accuracy of those kept), keeping the most confident first.
+
+    >>> coverage_curve([0.9, 0.2, 0.6, 0.7], [True, False, False, True])
+    [(0.25, 1.0), (0.5, 1.0), (0.75, 0.6666666666666666), (1.0, 0.5)]
+    """
+    ranked = _ranked(confidence, correct)
+    curve = []
+    right = 0
+    for kept, ok in enumerate(ranked, 1):
+        right += ok
+        curve.append((kept / len(ranked), right / kept))
+    return curve
