@@ -84,10 +84,10 @@ def _table(report: dict[str, Any]) -> str:
             f'<tr><td>{html.escape(v["name"])}</td><td class="num">{c["scored"]}/{c["items"]}</td>'
             f'<td class="num">{_figure(c["ece"])}</td><td class="num">{_figure(c["auroc"])}</td>{at}</tr>'
         )
-    heads = "".join(f"<th>accuracy at {html.escape(s)} coverage</th>" for s in shares)
+    heads = "".join(f"<th>accuracy @ {html.escape(s)}</th>" for s in shares)
     return (
-        f'<table id="calibration"><thead><tr><th>variant</th><th>with confidence</th><th>ECE (10 bins)</th>'
-        f"<th>AUROC right vs wrong</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f'<table id="calibration"><thead><tr><th>variant</th><th>with confidence</th><th>ECE</th>'
+        f"<th>AUROC</th>{heads}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
     )
 
 
@@ -118,6 +118,6 @@ def calibration_section(figure: Any, report: dict[str, Any]) -> str:
         "by the primary metric (a label metric: the label equals the reference; a 0/1 metric: the item scores "
         "1), over the items with a confidence. ECE: the item-weighted gap between confidence and accuracy over "
         "10 equal-width bins. AUROC: the chance a right item is more confident than a wrong one (ties one "
-        "half). Accuracy at coverage: accuracy of the most confident share of the items.</p>"
+        "half). Accuracy @ 50%: accuracy of the most confident 50% of the items (the coverage).</p>"
         f"{_table(report)}{''.join(parts)}</div>"
     )
