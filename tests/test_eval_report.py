@@ -1,6 +1,7 @@
 """The HTML evaluation report, opened in a real headless Chromium: offline, complete, and its filter works.
 
-Set ``PROMPTASK_UPDATE_SCREENSHOT=1`` to refresh ``docs/eval-report.png``, the README's picture of the report.
+Set ``PROMPTASK_UPDATE_SCREENSHOT=1`` to refresh ``docs/eval-report.png`` and ``docs/eval-calibration.png``,
+the README's pictures of the report and of its calibration section.
 """
 
 from __future__ import annotations
