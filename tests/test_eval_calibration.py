@@ -115,6 +115,7 @@ def test_graded_metrics_get_no_calibration_and_0_1_metrics_do() -> None:
         [{"answer": "paris!"}]), cache=False)  # fmt: skip
     assert report.records[0].correct is True
     assert report.main.calibration is not None and report.main.calibration.scored == 0  # a free string: no score
+    assert report.table().splitlines()[-1].startswith("calibration: no item had a confidence (the backend cannot")
 
 
 def test_the_html_report_has_the_figures_both_plots_and_says_when_there_is_no_confidence(tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ __all__ = ["BINS", "COVERAGES", "Calibration", "calibrate", "calibration_lines",
 
 BINS = 10
 COVERAGES = (0.5, 0.8, 1.0)
+NO_CONFIDENCE = "no item had a confidence"
 
 
 @dataclass(frozen=True)
@@ -106,22 +107,27 @@ def _figure(value: float | None) -> str:
 
 
 def calibration_lines(variants: Sequence[tuple[str, Calibration | None]]) -> list[str]:
-    """The terminal table: one row per variant; empty when no variant's primary metric judges single items.
+    """The terminal table: one row per variant; one line when no item had a confidence; nothing when no
+    variant's primary metric judges single items.
 
     >>> print("\\n".join(calibration_lines([("a", calibrate([(0.9, True), (0.2, False)])), ("b", calibrate([]))])))
     calibration (confidence vs right answers): ECE over 10 bins, AUROC right vs wrong, accuracy at coverage
     variant  confidence  ECE    AUROC  acc@50%  acc@80%  acc@100%
     a        2/2         0.150  1.000  1.000    0.500    0.500
     b        0/0         -      -      -        -        -         no item had a confidence
+    >>> calibration_lines([("b", calibrate([(None, False)]))])
+    ['calibration: no item had a confidence (the backend cannot score, or the output has no finite-choice field)']
     """
     judged = [(name, c) for name, c in variants if c is not None]
     if not judged:
         return []
+    if not any(c.scored for _, c in judged):
+        return [f"calibration: {NO_CONFIDENCE} (the backend cannot score, or the output has no finite-choice field)"]
     header = ["variant", "confidence", "ECE", "AUROC", *(f"acc@{_share(c)}" for c in COVERAGES), ""]
     rows = []
     for name, c in judged:
         figures = [_figure(c.accuracy_at_coverage[_share(share)]) for share in COVERAGES]
-        note = "" if c.scored else "no item had a confidence"
+        note = "" if c.scored else NO_CONFIDENCE
         rows.append([name, f"{c.scored}/{c.items}", _figure(c.ece), _figure(c.auroc), *figures, note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"calibration (confidence vs right answers): ECE over {BINS} bins, AUROC right vs wrong, "
