@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,22 @@ def test_calibration_metrics_on_hand_computed_cases() -> None:
     assert ece == pytest.approx((2 * abs(0.95 - 0.5) + abs(0.15 - 0.0)) / 3)
     curve = accuracy_at_coverage(confidence, correct, (0.5, 1.0))
     assert curve == {0.5: pytest.approx(2 / 3), 1.0: pytest.approx(0.5)}
+
+
+def pairwise_auroc(confidence: list[float], correct: list[bool]) -> float | None:
+    """The definition: over every (correct, incorrect) pair, 1 when the correct one ranks higher, 1/2 on a tie."""
+    right = [c for c, ok in zip(confidence, correct, strict=True) if ok]
+    wrong = [c for c, ok in zip(confidence, correct, strict=True) if not ok]
+    if not right or not wrong:
+        return None
+    return sum((r > w) + 0.5 * (r == w) for r in right for w in wrong) / (len(right) * len(wrong))
+
+
+def test_rank_based_auroc_equals_the_pair_definition_on_random_data_with_ties() -> None:
+    rng = random.Random(14)
+    for trial in range(300):
+        n = rng.randint(1, 60)
+        levels = rng.choice([3, 10, 1000])  # few levels: many ties
+        confidence = [rng.randint(0, levels) / levels for _ in range(n)]
+        correct = [rng.random() < 0.6 for _ in range(n)]
+        assert auroc(confidence, correct) == pairwise_auroc(confidence, correct), trial

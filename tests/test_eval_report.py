@@ -1,10 +1,12 @@
 """The HTML evaluation report, opened in a real headless Chromium: offline, complete, and its filter works.
 
-Set ``PROMPTASK_UPDATE_SCREENSHOT=1`` to refresh ``docs/eval-report.png``, the README's picture of the report.
+Set ``PROMPTASK_UPDATE_SCREENSHOT=1`` to refresh ``docs/eval-report.png`` and ``docs/eval-calibration.png``,
+the README's pictures of the report and of its calibration section.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -13,11 +15,13 @@ import pytest
 from browser import Chromium, blank, required
 
 import promptask
-from promptask.types import GenerationRequest
+from promptask.types import Generation, GenerationRequest, Scores, Usage
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data" / "test" / "sentiment.jsonl"
 SCREENSHOT = ROOT / "docs" / "eval-report.png"
+CALIBRATION_SHOT = ROOT / "docs" / "eval-calibration.png"
+LABELS = ("positive", "negative", "neutral")
 
 try:
     import matplotlib  # noqa: F401  (the report's plots: the eval extra)
@@ -27,14 +31,29 @@ except ImportError:
     pytest.skip("matplotlib is not installed (pip install -e '.[eval]')", allow_module_level=True)
 
 
-def keyword_labeller(request: GenerationRequest) -> dict[str, str]:
-    """A stand-in model that labels by a few words: right often, wrong sometimes, so the page has failures."""
+def keyword_labeller(request: GenerationRequest) -> Generation:
+    """A stand-in model that labels by a few words: right often, wrong sometimes, so the page has failures.
+
+    It scores its answers too, more sure where a keyword decided the label, so the page has calibration plots.
+    """
     text = request.messages[-1].content.lower()
     if any(word in text for word in ("love", "great", "best", "brilliant", "fantastic", "impressed")):
-        return {"label": "positive"}
-    if any(word in text for word in ("never", "terrible", "rude", "cold", "broken", "refuse", "regret")):
-        return {"label": "negative"}
-    return {"label": "neutral"}
+        label, sure = "positive", 0.6
+    elif any(word in text for word in ("never", "terrible", "rude", "cold", "broken", "refuse", "regret")):
+        label, sure = "negative", 0.6
+    else:
+        label, sure = "neutral", 0.35
+    probability = sure + 0.35 * (len(text) % 11) / 10  # spread over the bins, the same for the same text
+    others = {other: (1 - probability) / 2 for other in LABELS if other != label}
+    text = json.dumps({"label": label})
+    usage = Usage(sum((len(m.content) + 3) // 4 for m in request.messages), (len(text) + 3) // 4)  # as scripted
+    return Generation(text, usage=usage, scores=Scores({"label": {label: probability, **others}}))
+
+
+class ScoringLabeller(promptask.ScriptedBackend):
+    """The keyword labeller, as a backend that can score."""
+
+    confidence = "sequence"
 
 
 @pytest.fixture
@@ -45,7 +64,7 @@ def report_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, 
     report = promptask.evaluate(
         promptask.tasks.sentiment,
         DATA.relative_to(ROOT),
-        backend=promptask.ScriptedBackend(keyword_labeller),
+        backend=ScoringLabeller(keyword_labeller),
         variants=[baseline],
         cache=False,
     )
@@ -69,6 +88,16 @@ def test_the_report_opens_offline_with_plots_tables_and_a_working_failures_filte
         assert confusion.locator("thead th").all_inner_texts()[1:] == ["positive", "negative", "neutral"]
         assert page.locator("figure.confusion-plot svg").count() == 2
         assert page.locator("figure.f1-plot svg").count() == 2
+        assert page.locator("#calibration tbody tr").count() == 2
+        for plot in ("figure.reliability-plot svg", "figure.coverage-plot svg"):  # one per variant, drawn
+            assert page.locator(plot).count() == 2
+            box = page.locator(plot).first.bounding_box()
+            assert box is not None and box["width"] > 200 and box["height"] > 150
+        reliability = page.locator("figure.reliability-plot").first.inner_text()
+        assert "Reliability: sentiment (ECE" in reliability and "perfect calibration" in reliability
+        assert "Accuracy vs coverage: sentiment (AUROC" in page.locator("figure.coverage-plot").first.inner_text()
+        calibration_png = page.locator("#calibration-section").screenshot()
+        assert not blank(calibration_png)
 
         rows = page.locator("#items tbody tr")
         assert rows.count() == len(report.records) == 120
@@ -98,3 +127,4 @@ def test_the_report_opens_offline_with_plots_tables_and_a_working_failures_filte
         shot = path.with_suffix(".png")
         shot.write_bytes(png)
         shutil.copyfile(shot, SCREENSHOT)
+        CALIBRATION_SHOT.write_bytes(calibration_png)

@@ -11,12 +11,14 @@ The CLI is ``promptask eval TASK --data FILE``; see the README's "Evaluation" se
 """
 
 from promptask.evaluate.bootstrap import interval, paired_difference
+from promptask.evaluate.calibrate import Calibration
 from promptask.evaluate.metrics import METRICS, Metric, custom_metric, label_report, resolve_metric
 from promptask.evaluate.report import Comparison, EvalReport, ItemRecord, MetricValue, VariantReport
 from promptask.evaluate.run import EvalSettings, Variant, eval_settings, evaluate, load_variant
 
 __all__ = [
     "METRICS",
+    "Calibration",
     "Comparison",
     "EvalReport",
     "EvalSettings",

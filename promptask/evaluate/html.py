@@ -8,14 +8,13 @@ sort and filter, so the page opens offline and works without a server.
 from __future__ import annotations
 
 import html
-import importlib
-import io
 import json
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from promptask.errors import ConfigurationError
+from promptask.evaluate.calibration_plots import calibration_section
+from promptask.evaluate.svg import figure_module, margins, svg
 
 __all__ = ["render_html"]
 
@@ -76,24 +75,6 @@ _JS = """
 """
 
 
-def _matplotlib() -> Any:
-    try:
-        figure = importlib.import_module("matplotlib.figure")
-    except ImportError:
-        raise ConfigurationError("the HTML report needs matplotlib: pip install 'promptask[eval]'") from None
-    return figure
-
-
-def _svg(fig: Any, salt: str) -> str:
-    matplotlib = importlib.import_module("matplotlib")
-    buffer = io.StringIO()
-    # Text stays text (drawn by the page's own fonts): smaller and faster than glyph outlines, and still offline.
-    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
-        fig.savefig(buffer, format="svg")  # margins are set per plot: one draw, where a tight box takes two
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]
-
-
 def _esc(value: Any) -> str:
     return html.escape(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str))
 
@@ -119,8 +100,8 @@ def _confusion_plot(figure: Any, labels: dict[str, Any], title: str, salt: str) 
     ax.set_ylabel("reference")
     ax.set_title(f"Confusion matrix: {title}", fontsize=10)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
-    _margins(fig, below=columns, beside=rows, right=0.45)  # the colour bar's tick labels
-    return _svg(fig, salt)
+    margins(fig, below=columns, beside=rows, right=0.45)  # the colour bar's tick labels
+    return svg(fig, salt)
 
 
 def _f1_plot(figure: Any, labels: dict[str, Any], title: str, salt: str) -> str:
@@ -133,8 +114,8 @@ def _f1_plot(figure: Any, labels: dict[str, Any], title: str, salt: str) -> str:
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.set_title(f"Per-label F1: {title}", fontsize=10)
-    _margins(fig, below=names, beside=["0.00"])
-    return _svg(fig, salt)
+    margins(fig, below=names, beside=["0.00"])
+    return svg(fig, salt)
 
 
 def _histogram(figure: Any, series: dict[str, list[float]], xlabel: str, title: str, salt: str) -> str:
@@ -151,20 +132,8 @@ def _histogram(figure: Any, series: dict[str, list[float]], xlabel: str, title: 
     ax.set_title(title, fontsize=10)
     if len(series) > 1:
         ax.legend(fontsize=8)
-    _margins(fig, below=["0"], beside=["000"])
-    return _svg(fig, salt)
-
-
-def _margins(fig: Any, *, below: list[str], beside: list[str], right: float = 0.15) -> None:
-    """Grow the figure by the room its tick labels need (rotated ones below, plain ones beside) and the titles."""
-    width, height = fig.get_size_inches()
-    char = 0.075  # inches per character at the default 10 pt
-    bottom = 0.5 + 0.6 * char * max((len(str(t)) for t in below), default=1)  # at 35 degrees: 0.6 of the length
-    left = 0.5 + char * max((len(str(t)) for t in beside), default=1)
-    top = 0.35
-    fig.set_size_inches(width + left + right, height + bottom + top)
-    full_w, full_h = width + left + right, height + bottom + top
-    fig.subplots_adjust(left=left / full_w, right=1 - right / full_w, bottom=bottom / full_h, top=1 - top / full_h)
+    margins(fig, below=["0"], beside=["000"])
+    return svg(fig, salt)
 
 
 def _summary_table(report: dict[str, Any]) -> str:
@@ -213,7 +182,7 @@ def _label_tables(variant: dict[str, Any], index: int) -> str:
     )
 
 
-def _item_rows(report: dict[str, Any], metrics: Sequence[str]) -> str:
+def _item_rows(report: dict[str, Any], metrics: Sequence[str], confident: bool) -> str:
     rows = []
     for r in report["records"]:
         inputs = "; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)}"
@@ -224,6 +193,9 @@ def _item_rows(report: dict[str, Any], metrics: Sequence[str]) -> str:
             f"{'' if r['scores'].get(m) is None else format(r['scores'][m], '.3g')}</td>"
             for m in metrics
         )
+        if confident:  # a column only where some item has a confidence
+            conf = r.get("confidence")
+            scores += f'<td class="num" data-sort="{"" if conf is None else conf}">{_confidence(conf)}</td>'
         status = "no valid output" if r["error"] is not None else "failed" if r["failed"] else "passed"
         rows.append(
             f'<tr class="{"failed" if r["failed"] else "passed"}" data-failed="{int(r["failed"])}" '
@@ -235,9 +207,13 @@ def _item_rows(report: dict[str, Any], metrics: Sequence[str]) -> str:
     return "".join(rows)
 
 
+def _confidence(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
 def render_html(report: dict[str, Any]) -> str:
     """The report page for :meth:`EvalReport.to_dict` data (matplotlib draws the plots)."""
-    figure = _matplotlib()
+    figure = figure_module()
     metrics: list[str] = report["metrics"]
     primary = metrics[0]
     sections = []
@@ -267,7 +243,9 @@ def render_html(report: dict[str, Any]) -> str:
     comparisons = "".join(f"<p class='comparison'>{_esc(_comparison_line(c))}</p>" for c in report["comparisons"])
     problems = "".join(f"<li>{_esc(p)}</li>" for p in report["problems"])
     options = "".join(f"<option value='{_esc(v['name'])}'>{_esc(v['name'])}</option>" for v in report["variants"])
-    score_heads = "".join(f"<th>{_esc(m)}</th>" for m in metrics)
+    confident = any(r.get("confidence") is not None for r in report["records"])
+    score_heads = "".join(f"<th>{_esc(m)}</th>" for m in metrics) + ("<th>confidence</th>" if confident else "")
+    item_rows = _item_rows(report, metrics, confident)
     described = "".join(f"<li><code>{_esc(k)}</code>: {_esc(v)}</li>" for k, v in report["metric_descriptions"].items())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -283,13 +261,14 @@ def render_html(report: dict[str, Any]) -> str:
 <ul class="metrics">{described}</ul>
 {"<h2>Problems</h2><ul class='problems'>" + problems + "</ul>" if problems else ""}
 {"<h2>Labels</h2>" + "".join(sections) if sections else ""}
+{calibration_section(figure, report)}
 <h2>Distributions</h2><div class="plots">{"".join(f"<figure>{d}</figure>" for d in distributions)}</div>
 <h2>Items</h2>
 <div class="controls"><label><input type="checkbox" id="failures-only"> failures only</label>
 <label>variant <select id="variant-filter"><option value="">all</option>{options}</select></label>
 <span id="shown-count"></span></div>
 <table id="items"><thead><tr><th>variant</th><th>id</th><th>input</th><th>reference</th><th>output</th>{score_heads}
-<th>attempts</th><th>latency (s)</th><th>status</th></tr></thead><tbody>{_item_rows(report, metrics)}</tbody></table>
+<th>attempts</th><th>latency (s)</th><th>status</th></tr></thead><tbody>{item_rows}</tbody></table>
 <script>{_JS}</script>
 </body></html>
 """

@@ -59,6 +59,7 @@ class Metric:
         per_item: whether one item's value means something (macro F1 of one item does not).
         labels: a label metric: reports get per-label precision/recall/F1 and a confusion matrix.
         pass_at: an item scoring below this counts as a failure in reports.
+        binary: one item scores 0 or 1, right or wrong (calibration needs that; label metrics judge by the label).
     """
 
     name: str
@@ -70,6 +71,7 @@ class Metric:
     pass_at: float = 1.0
     scale: str = "0-1"
     extra: str | None = field(default=None, compare=False)
+    binary: bool = False
 
     def score(self, pairs: Sequence[tuple[Any, Any]]) -> float:
         """The metric over ``(prediction, reference)`` pairs (a convenience for tests and notebooks).
@@ -301,17 +303,18 @@ _BLEU, _CHRF = _Sacrebleu("bleu"), _Sacrebleu("chrf")
 METRICS: dict[str, Metric] = {
     metric.name: metric
     for metric in [
-        Metric("accuracy", "share of items whose label equals the reference", _accuracy_item, _mean, labels=True),
+        Metric("accuracy", "share of items whose label equals the reference", _accuracy_item, _mean, labels=True,
+               binary=True),
         Metric("macro_f1", "F1 averaged over labels (scikit-learn's macro average)", _pair_item, _macro_f1,
                per_item=False, labels=True),
-        Metric("exact_match", "SQuAD exact match after normalisation", _exact_item, _mean),
+        Metric("exact_match", "SQuAD exact match after normalisation", _exact_item, _mean, binary=True),
         Metric("token_f1", "SQuAD token F1 after normalisation", _token_f1_item, _mean, pass_at=0.5),
         Metric("set_f1", "micro F1 of predicted against expected items (normalised strings)", _set_item,
                _micro_f1, pass_at=0.5),
         Metric("span_f1", "strict span F1: text, type, start and end must all match (micro)", _span_item,
                _micro_f1, pass_at=0.5),
         Metric("contains_any", "share of outputs containing any of the reference words", _contains_any_item,
-               _mean),
+               _mean, binary=True),
         Metric("bleu", "sacrebleu corpus BLEU (0-100)", _BLEU.item, _BLEU.combine, pass_at=30.0, scale="0-100",
                extra="eval"),
         Metric("chrf", "sacrebleu corpus chrF (0-100)", _CHRF.item, _CHRF.combine, pass_at=50.0, scale="0-100",

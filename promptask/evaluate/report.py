@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from promptask.errors import UserError
+from promptask.evaluate.calibrate import Calibration, calibration_lines
 from promptask.evaluate.html import render_html
 
 __all__ = ["Comparison", "EvalReport", "ItemRecord", "MetricValue", "VariantReport", "write_whole"]
@@ -57,7 +58,11 @@ class Comparison:
 
 @dataclass(frozen=True)
 class ItemRecord:
-    """One item under one variant: what went in, what came out and how it scored."""
+    """One item under one variant: what went in, what came out and how it scored.
+
+    ``correct`` is the item judged right or wrong by the primary metric, as calibration counts it
+    (``None`` where that metric judges no single item; see :mod:`promptask.evaluate.calibrate`).
+    """
 
     variant: str
     id: Any
@@ -73,11 +78,16 @@ class ItemRecord:
     cached: bool
     tokens: int
     confidence: float | None = None
+    correct: bool | None = None
 
 
 @dataclass(frozen=True)
 class VariantReport:
-    """One variant (a task on a backend): its metrics, valid-output rate, latency and tokens."""
+    """One variant (a task on a backend): its metrics, valid-output rate, latency, tokens and calibration.
+
+    ``calibration`` is ``None`` where the primary metric judges no single item right or wrong; its figures
+    are ``None`` where no item had a confidence.
+    """
 
     name: str
     task: str
@@ -91,6 +101,7 @@ class VariantReport:
     completion_tokens: int
     metrics: dict[str, MetricValue]
     labels: dict[str, Any] | None = None
+    calibration: Calibration | None = None
 
     @property
     def valid_rate(self) -> float:
@@ -151,7 +162,8 @@ class EvalReport:
         return lines
 
     def table(self) -> str:
-        """The terminal summary: one row per variant, each metric with its 95% interval, then the comparisons."""
+        """The terminal summary: one row per variant, each metric with its 95% interval, the comparisons, then
+        calibration where the primary metric judges items right or wrong."""
         header = ["variant", *self.metrics, "valid", "latency", "tokens"]
         rows = []
         for v in self.variants:
@@ -169,6 +181,7 @@ class EvalReport:
         ]
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines += [c.line() for c in self.comparisons]
+        lines += calibration_lines([(v.name, v.calibration) for v in self.variants])
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,6 +189,8 @@ class EvalReport:
         data = asdict(self)
         for variant, original in zip(data["variants"], self.variants, strict=True):
             variant["valid_rate"] = original.valid_rate
+            if original.calibration is not None:
+                variant["calibration"]["bins"] = [b._asdict() for b in original.calibration.bins]
         return data
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,6 +26,7 @@ from promptask.batch import coerce_text, read_rows
 from promptask.config import CacheSetting
 from promptask.errors import InputValidationError, OutputValidationError, PromptaskError, TaskDefinitionError, UserError
 from promptask.evaluate.bootstrap import RESAMPLES, SEED, interval, paired_difference
+from promptask.evaluate.calibrate import Calibration, calibrate, judge
 from promptask.evaluate.metrics import METRICS, Metric, label_of, label_report, resolve_metric
 from promptask.evaluate.report import Comparison, EvalReport, ItemRecord, MetricValue, VariantReport
 from promptask.progress import Progress
@@ -387,9 +388,9 @@ def evaluate(
         stats, pairs, variant_records = _score(label, variant, rows, outcomes, settings, problems)
         all_stats[label] = stats
         records += variant_records
-        reports.append(
-            _summary(label, variant, b, outcomes, stats, pairs, settings, resamples, seed, main=variant is chosen[0])
-        )
+        summary = _summary(label, variant, b, outcomes, stats, pairs, settings, resamples, seed,
+                           main=variant is chosen[0])  # fmt: skip
+        reports.append(replace(summary, calibration=_calibration(variant_records, settings)))
     comparisons = _comparisons(runs, all_stats, settings, resamples, seed)
     return EvalReport(
         task=task.name,
@@ -465,6 +466,7 @@ def _score(
                 cached=outcome.cached if isinstance(outcome, TaskResult) else False,
                 tokens=usage.total_tokens if usage is not None else 0,
                 confidence=outcome.confidence if isinstance(outcome, TaskResult) else None,
+                correct=judge(first, ok, prediction, reference, primary),
             )
         )
     return stats, pairs, records
@@ -510,6 +512,14 @@ def _summary(
         metrics=values,
         labels=labels,
     )
+
+
+def _calibration(records: list[ItemRecord], settings: EvalSettings) -> Calibration | None:
+    """Calibration over the items the primary metric judges right or wrong; ``None`` when it judges none."""
+    first = settings.metrics[0]
+    if not (first.labels or first.binary):
+        return None
+    return calibrate([(r.confidence, r.correct) for r in records if r.correct is not None])
 
 
 def _comparisons(
