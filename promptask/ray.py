@@ -38,6 +38,7 @@ How a run goes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -583,7 +584,8 @@ def _start_data_services(ray: Any) -> None:
     starting Ray, so they are made here, with the rest of Ray's start-up,
     instead of competing for the CPUs with the run's own workers (on 2 cores,
     their three processes importing Ray Data took about 4 s).  Where this Ray
-    release has them elsewhere, Ray Data makes them itself on first use.
+    release has them elsewhere, Ray Data makes them itself on first use.  All
+    three take no CPU, so they never wait for the run's workers.
     """
     makers = (
         ("ray.data._internal.stats", "get_or_create_stats_actor"),
@@ -599,7 +601,9 @@ def _start_data_services(ray: Any) -> None:
             actors.append(getattr(importlib.import_module(module), name)())
         except (ImportError, AttributeError):
             continue
-    ray.get([actor.__ray_ready__.remote() for actor in actors])
+    # On a slow cluster the run goes on after a while, and Ray Data waits for them where it needs them.
+    with contextlib.suppress(ray.exceptions.GetTimeoutError):
+        ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=120)
 
 
 def _worker_options(workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int) -> dict[str, Any]:
