@@ -11,9 +11,14 @@ How a run goes:
   folder of them, at any path Ray Data reads) is parsed in Ray read tasks by
   the same row reader as local batch runs (:func:`promptask.batch.parse_rows`),
   so rows, ids and malformed-row messages (``file:line: ...``) are the same.
-  A first pass streams only ids and problems to the driver: malformed rows
-  are reported (``strict`` refuses them), repeated ids are refused, and ids
-  already in the output are counted.  The driver never holds the rows.
+  A first pass takes only ids and problems: malformed rows are reported
+  (``strict`` refuses them), repeated ids are refused, and ids already in
+  the output are counted.  The driver never holds the rows: it reads files
+  on a local disk (or a shared filesystem) itself, a few rows at a time, and
+  has Ray read tasks stream it the ids of files elsewhere (object storage).
+* **Start-up.** Ray's own start (or joining a cluster) includes Ray Data's
+  detached service actors, which a cluster keeps for every later run; it
+  is timed apart from the run, as is stopping a Ray the run started.
 * **Workers.** ``map_batches`` with a callable class: each actor rebuilds the
   task and its backend once (llama.cpp with ``n_threads`` equal to its CPUs,
   transformers on its GPU, the OpenAI-compatible backend as it is) and runs
@@ -33,6 +38,7 @@ How a run goes:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -41,7 +47,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
@@ -70,9 +76,9 @@ BackendSpec = Backend | str | Callable[[], Backend]
 _ENV = ("PROMPTASK_CACHE_DIR", "PROMPTASK_CACHE", "PROMPTASK_BACKEND", "PROMPTASK_DEBUG")
 # A local Ray's shared-memory object store: rows of text need little, and a small store fits small machines.
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2
-# Rows per Ray batch, one part file each.  An actor's backend batches rows only within a Ray batch, and its
-# batch drains at the end of each: with 16 rows a run took 1.65x a local one on 480 rows, with 120 rows 1.30x,
-# and 1.04-1.08x on 960 (bench/ray.py).  A cut-off run loses at most one batch per worker.
+# Rows per Ray batch, one part file each; a cut-off run loses at most one batch per worker.  A backend that
+# decodes rows together (transformers) or keeps requests in flight (OpenAI-compatible) does so within a Ray
+# batch, and runs down at the end of each, so larger batches suit it; llama.cpp decodes one row at a time.
 BATCH_SIZE = 128
 
 
@@ -89,14 +95,23 @@ def _ray() -> Any:
 
 @dataclass
 class RaySummary(BatchSummary):
-    """What a Ray run did: :class:`~promptask.batch.BatchSummary` plus where it went and Ray's start-up time."""
+    """What a Ray run did: :class:`~promptask.batch.BatchSummary` plus where it went and Ray's own fixed times.
+
+    ``seconds`` is the whole call; ``startup_s`` and ``shutdown_s`` are the
+    parts of it spent starting (or joining) Ray and stopping a Ray the run
+    started itself (0 on a cluster it joined).
+    """
 
     output_dir: str = ""
     parts: int = 0
     startup_s: float = 0.0
+    shutdown_s: float = 0.0
 
     def line(self, task: str) -> str:
-        return f"{super().line(task)}; {self.parts} part files in {self.output_dir} (Ray start {self.startup_s:.1f} s)"
+        return (
+            f"{super().line(task)}; {self.parts} part files in {self.output_dir} "
+            f"(Ray start {self.startup_s:.1f} s, stop {self.shutdown_s:.1f} s)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -161,20 +176,25 @@ def _printable(text: str) -> str:
 
 
 def _file_rows(f: Any, path: str) -> Iterator[Any]:
-    """Rows of one file; bytes that are not UTF-8 survive decoding so the row holding them can be named."""
+    """Rows of one file; bytes that are not UTF-8 survive decoding so the row holding them can be named.
+
+    ``f`` is a Ray read task's Arrow input stream (read whole) or a local binary file (read as it goes).
+    """
+    import pyarrow as pa
+
     suffix = Path(path).suffix.lower()
+    local = not isinstance(f, pa.NativeFile)
     if suffix == ".parquet":
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         number = 0
-        for batch in pq.ParquetFile(pa.BufferReader(f.readall())).iter_batches(batch_size=1024):
+        for batch in pq.ParquetFile(f if local else pa.BufferReader(f.readall())).iter_batches(batch_size=1024):
             for fields in batch.to_pylist():
                 number += 1
                 yield InputRow(number, number, fields)
         return
     # Each read task reports its own undecodable rows (the driver names them); a run is not stopped by one.
-    yield from parse_rows(io.BytesIO(f.readall()), suffix, name=path, keep_undecodable=True)
+    yield from parse_rows(f if local else io.BytesIO(f.readall()), suffix, name=path, keep_undecodable=True)
 
 
 def _input_root(path: str) -> str | None:
@@ -197,19 +217,53 @@ def _input_root(path: str) -> str | None:
 
 def read_input(path: str | os.PathLike[str], *, id_field: str | None = None) -> ray.data.Dataset:
     """The rows of a file or folder as a Ray dataset (one promptask input row per dataset row)."""
-    data = _ray().data
+    return _dataset(_datasource(path, id_field))
+
+
+def _datasource(path: str | os.PathLike[str], id_field: str | None) -> Any:
+    """The input's Ray datasource (its files are listed here, once, for both passes of a run)."""
+    _ray()
     text = os.fspath(path)
     root = _input_root(text)
     if "://" not in text:
         text = os.path.abspath(text)
         root = os.path.abspath(root) if root else None
     try:
-        source = _source_class()(text, id_field=id_field, root=root)
+        return _source_class()(text, id_field=id_field, root=root)
     except ValueError as exc:
         raise UserError(f"{path}: {exc}") from None
+
+
+def _dataset(source: Any) -> ray.data.Dataset:
     # Reading is light next to the model: let read tasks share a CPU with the actors' bookkeeping.
-    dataset: ray.data.Dataset = data.read_datasource(source, num_cpus=0.25)
+    dataset: ray.data.Dataset = _ray().data.read_datasource(source, num_cpus=0.25)
     return dataset
+
+
+_PLAN_COLUMNS = ["_key", "_id", "_line", "_file", "_problem", "_fatal"]
+
+
+def _plan_tables(source: Any, dataset: ray.data.Dataset, *, here: bool | None = None) -> Iterator[pa.Table]:
+    """The id pass's columns: read ``here`` (default: when the files are on a local disk), else by Ray read tasks.
+
+    Both read the same files (the datasource's list) with the same row reader,
+    so they give the same rows and messages.  Read here, the pass is one more
+    read of a local file instead of one more Ray Data execution (its read
+    tasks in worker processes that import Ray Data and promptask first: about
+    3 s of a run on 2 cores).  At most 1,024 rows are held at a time.
+    """
+    import pyarrow.fs
+
+    if here is None:
+        here = isinstance(source._filesystem.unwrap(), pyarrow.fs.LocalFileSystem)
+    if here:
+        for path in source._paths():
+            with open(path, "rb") as handle:
+                for table in source._read_stream(handle, path):
+                    yield table.select(_PLAN_COLUMNS)
+        return
+    for batch in dataset.select_columns(_PLAN_COLUMNS).iter_batches(batch_format="pyarrow", batch_size=None):
+        yield cast("pa.Table", batch)
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -512,11 +566,44 @@ class _Session:
         context = self.ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # promptask's own progress says rows done and failed
         context.print_on_execution_start = False
+        _start_data_services(self.ray)
         self.seconds = time.perf_counter() - self.started
 
     def close(self) -> None:
         if self.owned:
             self.ray.shutdown()
+
+
+def _start_data_services(ray: Any) -> None:
+    """Start Ray Data's own cluster services, or find them running, and wait until they are up.
+
+    Ray Data keeps three detached actors per cluster (execution statistics,
+    actor locations, the autoscaling coordinator), made by the first dataset
+    run on it and kept for every later one.  Joining a cluster, they are
+    usually there already; on a Ray started for this run they are part of
+    starting Ray, so they are made here, with the rest of Ray's start-up,
+    instead of competing for the CPUs with the run's own workers (on 2 cores,
+    their three processes importing Ray Data took about 4 s).  Where this Ray
+    release has them elsewhere, Ray Data makes them itself on first use.  All
+    three take no CPU, so they never wait for the run's workers.
+    """
+    makers = (
+        ("ray.data._internal.stats", "get_or_create_stats_actor"),
+        ("ray.data._internal.execution.node_trackers", "get_or_create_actor_location_tracker"),
+        (
+            "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator",
+            "get_or_create_autoscaling_coordinator",
+        ),
+    )
+    actors = []
+    for module, name in makers:
+        try:
+            actors.append(getattr(importlib.import_module(module), name)())
+        except (ImportError, AttributeError):
+            continue
+    # On a slow cluster the run goes on after a while, and Ray Data waits for them where it needs them.
+    with contextlib.suppress(ray.exceptions.GetTimeoutError):
+        ray.get([actor.__ray_ready__.remote() for actor in actors], timeout=120)
 
 
 def _worker_options(workers: int, cpus_per_worker: float, gpus_per_worker: float, batch_size: int) -> dict[str, Any]:
@@ -631,9 +718,10 @@ def run(
     session = _Session(address, workers * cpus_per_worker + 1, object_store_bytes)
     summary = RaySummary(output_dir=str(out), startup_s=session.seconds)
     try:
-        source = read_input(input, id_field=id_field)
+        files = _datasource(input, id_field)
+        source = _dataset(files)
         done = _settle(out, log, keep_errors=False)
-        todo = _plan(source, summary, done, strict, log)
+        todo = _plan(_plan_tables(files, source), summary, done, strict, log)
         out.mkdir(parents=True, exist_ok=True)
         meter = Progress(todo, label=task.name, enabled=progress is not False, stream=log)
         ray = session.ray
@@ -666,7 +754,9 @@ def run(
         _settle(out, log, keep_errors=True)
         summary.parts = len(_parts(out))
     finally:
+        stopping = time.perf_counter()
         session.close()
+        summary.shutdown_s = time.perf_counter() - stopping
     summary.seconds = time.perf_counter() - started
     print(summary.line(task.name), file=log)
     return summary
@@ -683,13 +773,12 @@ def _user_error(exc: Exception) -> PromptaskError:
     return ExecutionError(f"the Ray job failed: {first}")
 
 
-def _plan(source: ray.data.Dataset, summary: RaySummary, done: Mapping[str, str], strict: bool, log: TextIO) -> int:
+def _plan(tables: Iterable[pa.Table], summary: RaySummary, done: Mapping[str, str], strict: bool, log: TextIO) -> int:
     """The first pass: count rows, report malformed ones, refuse repeated ids; returns how many rows to run."""
     seen: dict[str, str] = {}
     malformed: list[str] = []
-    columns = ["_key", "_id", "_line", "_file", "_problem", "_fatal"]
-    for batch in source.select_columns(columns).iter_batches(batch_format="pyarrow", batch_size=None):
-        for row in cast("pa.Table", batch).to_pylist():
+    for table in tables:
+        for row in table.to_pylist():
             summary.total += 1
             where = f"{row['_file']}:{row['_line']}"
             if row["_fatal"]:

@@ -227,6 +227,38 @@ def test_bad_input_is_reported_by_file_and_line(head: Node, tmp_path: Path) -> N
 
 
 @pytest.mark.slow
+def test_the_id_pass_reads_the_same_rows_in_the_driver_as_in_ray_read_tasks(head: Node, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b'{"id": 1, "text": "fine"}\n{"id": 2, "text": \n{"id": 3, "text": "caf\xe9"}\n')
+    (folder / "b.csv").write_text("id,text\nx,one\ny\nz,three\n")
+    pq.write_table(pa.table({"text": ["p", "q"]}), folder / "c.parquet")
+    (folder / "notes.txt").write_text("not an input file\n")
+    result = driver(f"""
+import io, json, ray, promptask.ray as on_ray
+ray.init(address={head.address!r}, log_to_driver=False)
+files = on_ray._datasource({str(folder)!r}, None)
+dataset = on_ray._dataset(files)
+plans = {{}}
+for here in (True, False):
+    summary, log = on_ray.RaySummary(), io.StringIO()
+    todo = on_ray._plan(on_ray._plan_tables(files, dataset, here=here), summary, {{'"x"': "part"}}, False, log)
+    plans[here] = [todo, summary.total, summary.malformed, summary.already_done, sorted(log.getvalue().splitlines())]
+print(json.dumps(list(plans.values())))
+""")
+    assert result.returncode == 0, result.stderr[-3000:]
+    here, in_ray = json.loads(result.stdout.splitlines()[-1])
+    assert here == in_ray
+    assert here[:4] == [4, 8, 3, 1]  # 3 + 3 + 2 rows; 3 malformed; x already done; 1, z and the two Parquet rows
+    assert [line.split(": ")[1] for line in here[4]] == [f"{folder / 'a.jsonl'}:2", f"{folder / 'a.jsonl'}:3",
+                                                         f"{folder / 'b.csv'}:3"]  # fmt: skip
+    assert "not valid JSON" in here[4][0] and "not valid UTF-8" in here[4][1] and "expected 2 fields" in here[4][2]
+
+
+@pytest.mark.slow
 def test_two_node_cluster_loses_the_second_nodes_workers_mid_run(head: Node, tmp_path: Path) -> None:
     second = start_node(cpus=2, store_mb=200, head_address=head.address)
     try:
