@@ -43,6 +43,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from promptask.schemas.enforceable import plain_values
+from promptask.schemas.refs import resolve_ref
 from promptask.types import Scores
 
 __all__ = [
@@ -105,12 +107,9 @@ def finite_values(node: Any, root: Any) -> list[Any] | None:
     node = _resolve(node, root)
     if not isinstance(node, Mapping):
         return None
-    if "const" in node:
-        return [node["const"]]
-    if isinstance(node.get("enum"), list):
-        return list(node["enum"])
-    if node.get("type") == "boolean":
-        return [True, False]
+    plain = plain_values(node)
+    if plain is not None:
+        return plain
     for key in ("anyOf", "oneOf"):
         branches = node.get(key)
         if isinstance(branches, list) and branches:
@@ -125,21 +124,11 @@ def finite_values(node: Any, root: Any) -> list[Any] | None:
 
 
 def _resolve(node: Any, root: Any) -> Any:
-    seen = 0
-    while (
-        isinstance(node, Mapping) and isinstance(node.get("$ref"), str) and node["$ref"].startswith("#") and seen < 32
-    ):
-        target: Any = root
-        for part in node["$ref"][1:].split("/")[1:]:
-            part = part.replace("~1", "/").replace("~0", "~")
-            target = (
-                target[int(part)]
-                if isinstance(target, list)
-                else target.get(part)
-                if isinstance(target, Mapping)
-                else None
-            )
-        node, seen = target, seen + 1
+    """``node``, following its local ``$ref`` (a chain of them, up to 32 long)."""
+    for _ in range(32):
+        if not (isinstance(node, Mapping) and isinstance(node.get("$ref"), str)):
+            break
+        node = resolve_ref(root, node["$ref"])
     return node
 
 

@@ -50,7 +50,15 @@ from typing import Any
 
 from promptask.schemas.keywords import ANNOTATIONS, OBJECT_WORDS, PLACES
 
-__all__ = ["FORMAT_PATTERNS", "MAX_CASES", "SKIPPED_BY_ENGINE", "conjoin", "enforceable", "formats_as_patterns"]
+__all__ = [
+    "FORMAT_PATTERNS",
+    "MAX_CASES",
+    "SKIPPED_BY_ENGINE",
+    "conjoin",
+    "enforceable",
+    "formats_as_patterns",
+    "plain_values",
+]
 
 MAX_CASES = 8
 """Most ``anyOf`` cases one object is split into; past it a dependency is required outright (still only narrower)."""
@@ -198,7 +206,7 @@ def conjoin(a: Any, b: Any) -> Any:
             if _forbid_one(out, list(value["required"])) is None:
                 return None
         elif key in ("enum", "const"):
-            mine, theirs = _values(out), _values(b) or []
+            mine, theirs = plain_values(out), plain_values(b) or []
             allowed = theirs if mine is None else [v for v in mine if v in theirs]
             out.pop("const", None)
             out["enum"] = allowed
@@ -257,7 +265,7 @@ def _forbid_one(out: dict[str, Any], names: list[str]) -> dict[str, Any] | None:
     return out
 
 
-def _values(schema: Any) -> list[Any] | None:
+def plain_values(schema: Any) -> list[Any] | None:
     """The finite set of values ``schema`` allows, where it says so plainly."""
     if not isinstance(schema, Mapping):
         return None
@@ -284,7 +292,7 @@ def _conditional(node: dict[str, Any]) -> Any:
         cases = [conjoin(rest, then if test else other)]
     elif condition is not None:
         name, wanted, needs_name = condition
-        values = _values((rest.get("properties") or {}).get(name))
+        values = plain_values((rest.get("properties") or {}).get(name))
         if values is not None:
             yes = [v for v in values if v in wanted]
             no = [v for v in values if v not in wanted]
@@ -338,7 +346,7 @@ def _value_condition(test: Any) -> tuple[str, list[Any], bool] | None:
     if not isinstance(properties, Mapping) or len(properties) != 1:
         return None
     ((name, schema),) = properties.items()
-    values = _values(schema)
+    values = plain_values(schema)
     if values is None or (isinstance(schema, Mapping) and set(schema) - {"const", "enum", "type"}):
         return None
     required = test.get("required", [])
@@ -390,7 +398,7 @@ def _property_names(node: dict[str, Any]) -> dict[str, Any]:
             out["patternProperties"] = {pattern: extra}
         out["additionalProperties"] = False
         return out
-    allowed = _values({key: value for key, value in names.items() if key in ("enum", "const")})
+    allowed = plain_values({key: value for key, value in names.items() if key in ("enum", "const")})
     if allowed is None or not all(isinstance(name, str) for name in allowed):
         return node
     out = {key: value for key, value in node.items() if key != "propertyNames"}
