@@ -111,7 +111,6 @@ class _Model(LocalModel):
         finally:
             llama_cpp.llama_cpp.llama_context_default_params = _default_context_params
         self._batch: Any = None
-        self.reuse_prefix = True
         vocab = llama_cpp.llama_model_get_vocab(self.llama.model)
         if vocab is None:
             raise BackendError(f"model file {path} has no vocabulary")
@@ -183,7 +182,7 @@ class _Model(LocalModel):
         llama = self.llama
         root = context[-1] if () in missing else None
         head = list(context) if root is None else list(context[:-1])
-        keep = self._cached_prefix(head, len(head)) if self.reuse_prefix else 0
+        keep = self._cached_prefix(head, len(head))  # this row's own decoding: always safe to reuse
         if keep < len(head):  # else the cache holds the head, and whatever follows it stays (seen by sequence 0 only)
             llama.n_tokens = keep  # eval() drops the KV cache past this point first
             llama.eval(head[keep:])
@@ -424,7 +423,6 @@ class LlamaCppBackend(BaseBackend):
             cached, timings = model.decode(row, self.reuse_prefix)
             text = model.llama.detokenize(row.tokens).decode("utf-8", errors="replace")
             started = time.perf_counter()
-            model.reuse_prefix = self.reuse_prefix
             scores = score_row(row)
             if row.scored:
                 timings["score_s"] = time.perf_counter() - started
