@@ -55,7 +55,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, logsumexp, score_row
+from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, logsumexp, row_logsumexp, score_row
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
@@ -219,9 +219,10 @@ class _Model(LocalModel):
         nodes += [(token, offset + len(prefix), seqs) for prefix, token, seqs in tree]
         with self._sequences(tree, n_past):
             self._decode(nodes, outputs=len(step) - 1)
-            for n, (prefix, _, _) in enumerate(tree, start=len(step)):
-                logits = self._logits(n)
-                row.known[len(row.tokens), prefix] = logits - np.float32(logsumexp(logits))
+            rows = self._output_rows(len(tree) + 1)[1:]  # the step's last token's, then the tree's
+            logprobs = rows - row_logsumexp(rows).astype(np.float32)[:, np.newaxis]
+            for (prefix, _, _), values in zip(tree, logprobs, strict=True):
+                row.known[len(row.tokens), prefix] = values
         llama.input_ids[n_past : n_past + len(step)] = step
         llama.n_tokens = n_past + len(step)
         return len(step) - 1
@@ -255,6 +256,10 @@ class _Model(LocalModel):
         status = llama_cpp.llama_decode(self.llama.ctx, batch)
         if status != 0:
             raise BackendError(f"llama_decode failed while scoring candidates (status {status})")
+
+    def _output_rows(self, count: int) -> npt.NDArray[np.float32]:
+        """The logits of the last batch's ``count`` outputs, in batch order (a view of llama.cpp's buffer)."""
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(self.llama.ctx), shape=(count, self.n_vocab))
 
     def _logits(self, index: int) -> npt.NDArray[np.float32]:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)

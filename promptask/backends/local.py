@@ -42,10 +42,20 @@ from promptask.errors import BackendError
 from promptask.scoring import MAX_CANDIDATES, finite_values, json_text, node_at, normalise, value_key, value_spans
 from promptask.types import Generation, GenerationRequest, Message, Sampling, Scores, Usage
 
-__all__ = ["PENALTY_WINDOW", "DecodeRow", "LocalModel", "ModelPool", "fold_system", "logsumexp", "score_row"]
+__all__ = [
+    "PENALTY_WINDOW",
+    "DecodeRow",
+    "LocalModel",
+    "ModelPool",
+    "fold_system",
+    "logsumexp",
+    "row_logsumexp",
+    "score_row",
+]
 
 PENALTY_WINDOW = 64
 """The most recent tokens written inside string values that the repetition penalties look at."""
+_TEXT_TOKENS_KEPT = 65536  # texts whose tokens a model remembers (forgotten all at once when full)
 MAX_STEP_CHOICES = 4096
 """A scored row keeps a step's log-probabilities when the schema allows at most this many tokens there."""
 
@@ -72,6 +82,7 @@ class LocalModel:
         self._constraints: SchemaConstraints | None = None
         self._constraints_lock = threading.Lock()
         self._pieces: dict[int, str] = {}
+        self._text_tokens: dict[str, tuple[int, ...]] = {}
 
     def token_text(self, token: int) -> str:
         """The text of one token (remembered: the same few thousand tokens recur)."""
@@ -79,6 +90,15 @@ class LocalModel:
         if text is None:
             text = self._pieces[token] = self.piece(token)
         return text
+
+    def text_tokens(self, text: str) -> tuple[int, ...]:
+        """:meth:`tokenize_text`, remembered: a finite field's candidates are tokenized at every call that scores it."""
+        tokens = self._text_tokens.get(text)
+        if tokens is None:
+            if len(self._text_tokens) >= _TEXT_TOKENS_KEPT:
+                self._text_tokens.clear()
+            tokens = self._text_tokens[text] = tuple(self.tokenize_text(text))
+        return tokens
 
     def piece(self, token: int) -> str:
         """The text one token decodes to, on its own."""
@@ -264,7 +284,7 @@ class DecodeRow:
         closers = ([",", "]"] if watch.stack[-1].kind == "array" else [",", "}"]) if watch.stack else [""]
         texts = [json_text(value) for value in candidates]
         return [
-            self.model.tokenize_text(text[len(written) :] + closer)
+            list(self.model.text_tokens(text[len(written) :] + closer))
             for text in texts
             if text.startswith(written)
             for closer in closers
@@ -324,8 +344,15 @@ class DecodeRow:
 
 def logsumexp(logits: npt.NDArray[np.float32]) -> float:
     """The log of the softmax's normaliser: a token's log-probability is its logit minus this."""
-    top = float(logits.max())
-    return top + math.log(float(np.exp(logits - top, dtype=np.float64).sum()))
+    return float(row_logsumexp(logits[np.newaxis])[0])
+
+
+def row_logsumexp(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """:func:`logsumexp` of each row of a 2-D array (the exponentials in float32, their sums in float64)."""
+    top = rows.max(axis=1, keepdims=True)
+    normalisers: npt.NDArray[np.float64] = np.log(np.exp(rows - top).sum(axis=1, dtype=np.float64))
+    normalisers += top[:, 0]
+    return normalisers
 
 
 def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
@@ -374,12 +401,12 @@ def score_row(row: DecodeRow) -> Scores | None:
         if candidates is not None and len(candidates) <= MAX_CANDIDATES:
             before = sum(1 for end in ends if end <= span.start)  # tokens wholly before the value
             lead = text[ends[before - 1] if before else 0 : span.start]
-            continuations = [model.tokenize_text(lead + json_text(value) + span.closer) for value in candidates]
+            continuations = [model.text_tokens(lead + json_text(value) + span.closer) for value in candidates]
             # Tokens every candidate starts with add the same log-probability to each: they join the context.
             shared = _common_prefix(continuations)
             context = [*row.prompt, *row.tokens[:before], *continuations[0][:shared]]
             known: Callable[[tuple[int, ...]], LogProbs | None] = _nothing_known
-            if row.tokens[before : before + shared] == continuations[0][:shared]:  # the context was decoded
+            if tuple(row.tokens[before : before + shared]) == continuations[0][:shared]:  # the context was decoded
 
                 def known(prefix: tuple[int, ...], n: int = before + shared) -> LogProbs | None:
                     return row.known.get((n, prefix))
