@@ -333,6 +333,35 @@ def test_cli_variants_backends_limit_and_reference_field(tmp_path: Path, data: P
     assert 'sentiment @ scripted:{"label": "positive"} - sentiment @ ' + NEGATIVE + ": accuracy +0.000" in out.stdout
 
 
+def test_a_variant_file_changes_any_option_a_task_file_sets(tmp_path: Path) -> None:
+    from promptask.evaluate.run import load_variant
+
+    base = promptask.builtin_task("classify")
+    by_score = tmp_path / "by_score.yaml"
+    by_score.write_text("label: by score\nchoose_by_score: true\nrepeat_penalty: 1.0\nretry_temperature: null\n")
+    variant = load_variant(by_score, base)
+    assert variant.name == "by score"
+    spec = variant.task.spec
+    assert (spec.choose_by_score, spec.repeat_penalty, spec.retry_temperature, spec.confidence) == (
+        True,
+        1.0,
+        None,
+        True,
+    )
+    assert spec.template == base.spec.template and spec.output_schema == base.spec.output_schema
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("confidence: sometimes\n")
+    with pytest.raises(
+        promptask.TaskDefinitionError, match="confidence must be true or false, got 'sometimes'"
+    ) as info:
+        load_variant(bad, base)
+    assert str(bad) in str(info.value)
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text("name: other\n")
+    with pytest.raises(promptask.TaskDefinitionError, match=r"unknown key 'name'; a variant changes .*choose_by_score"):
+        load_variant(renamed, base)
+
+
 def test_cli_reruns_hit_the_cache_and_show_progress(tmp_path: Path, data: Path) -> None:
     backend = "scripted:" + json.dumps({"label": "positive"})
     first = cli("sentiment", "--data", str(data), "--backend", backend, "--json", "1.json", cwd=tmp_path)

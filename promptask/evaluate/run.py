@@ -32,14 +32,15 @@ from promptask.evaluate.report import Comparison, EvalReport, ItemRecord, Metric
 from promptask.progress import Progress
 from promptask.tasks.loader import load_task
 from promptask.tasks.result import TaskResult, to_jsonable
+from promptask.tasks.spec import YAML_OPTIONS
 from promptask.tasks.task import Task
 
 __all__ = ["EvalSettings", "Variant", "eval_settings", "evaluate", "load_variant"]
 
 MetricSpec = str | Metric | Callable[[Any, Mapping[str, Any]], float]
 DEFAULT_REFERENCE = "expected"
-_OVERRIDES = {"template", "template_file", "system", "examples", "description", "retries", "temperature",
-              "max_tokens", "seed", "top_p", "checks", "format_instructions", "version"}  # fmt: skip
+_OVERRIDES = {*YAML_OPTIONS, "template", "template_file", "examples", "checks", "version"}
+"""What a variant file may change: everything a task file sets except its name, inputs and output."""
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,9 @@ def load_variant(path: str | os.PathLike[str], base: Task[..., Any]) -> Variant:
     """A variant from a YAML file: a whole task file, or only the options it changes in ``base``.
 
     A file without ``output`` changes the base task: ``template`` (or ``template_file``),
-    ``system``, ``examples`` and the sampling options; ``label`` names the variant
+    ``system``, ``examples``, ``checks``, the sampling options, ``confidence`` and
+    ``choose_by_score`` (any task-file key but ``name``, ``inputs``, ``output`` and
+    ``eval``); ``label`` names the variant
     (default: the file name). Everything else, output schema and checks included, stays.
     """
     file = Path(path)
