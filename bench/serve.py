@@ -17,30 +17,24 @@ Prints one JSON object:
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path, and bench/http.py would hide the
-# standard library's http package.
-HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import httpx
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
-
-import httpx  # noqa: E402
-
-import promptask  # noqa: E402
+import promptask
 
 SCRIPTED = 'scripted:{"label": "positive"}'
 TEXTS = ["I love this phone!", "The battery died after a day.", "It works, I guess.", "Worst purchase ever."]

@@ -14,7 +14,7 @@ from fake_openai import Answer, FakeOpenAI
 import promptask
 from promptask.backends import describe
 from promptask.backends.llamacpp import LlamaCppBackend
-from promptask.backends.local import DecodeRow
+from promptask.backends.local import DecodeRow, known_logprobs
 from promptask.backends.openai import OpenAIBackend
 from promptask.scoring import MAX_CANDIDATES, json_text, value_key, value_spans
 from promptask.tasks.loader import task_from_mapping
@@ -156,6 +156,41 @@ def test_transformers_scores_sum_to_one_and_are_equal_batched_and_alone(hf: Any)
         assert sum(a.scores["label"].values()) == pytest.approx(1.0, abs=1e-6)
         assert a.output == b.output
         assert a.scores["label"] == pytest.approx(b.scores["label"], abs=1e-4)
+
+
+def test_transformers_scores_candidates_during_decoding_as_a_separate_pass_would(
+    hf: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Candidates evaluated over each row's own KV cache while the batch decodes: the scores a separate pass over
+    the whole context gives, and for one-field answers no separate pass at all."""
+    import promptask.backends.transformers as engine
+
+    missing: list[set[tuple[int, ...]]] = []
+
+    def spy(*args: Any) -> Any:
+        results, lacking = known_logprobs(*args)
+        missing.append(lacking)
+        return results, lacking
+
+    monkeypatch.setattr(engine, "known_logprobs", spy)
+    texts = ["I feel great about where the team stands.", "Broken on arrival.", "It is a chair."]
+    sentiment = promptask.tasks.sentiment.map([{"text": t} for t in texts], backend=hf, batch_size=3, cache=False)
+    labels = promptask.tasks.classify.map([{"text": t, "labels": SHARED} for t in texts], backend=hf, batch_size=3,
+                                          cache=False)  # fmt: skip
+    assert len(missing) == 6 and not any(missing)  # everything was known when the rows were scored
+    ticket = ticket_task().map([{"text": t} for t in texts[:2]], backend=hf, batch_size=2, cache=False)
+    ahead = [*sentiment, *labels, *ticket]
+    before = len(missing)
+    monkeypatch.setattr(DecodeRow, "upcoming", lambda row: None)
+    apart = [*promptask.tasks.sentiment.map([{"text": t} for t in texts], backend=hf, batch_size=3, cache=False),
+             *promptask.tasks.classify.map([{"text": t, "labels": SHARED} for t in texts], backend=hf, batch_size=3,
+                                           cache=False),
+             *ticket_task().map([{"text": t} for t in texts[:2]], backend=hf, batch_size=2, cache=False)]  # fmt: skip
+    assert all(missing[before:])  # without it, the separate pass did evaluate
+    for a, b in zip(ahead, apart, strict=True):
+        assert a.raw == b.raw and a.scores.keys() == b.scores.keys() and a.scores
+        for path in a.scores:
+            assert a.scores[path] == pytest.approx(b.scores[path], abs=1e-4), path
 
 
 def test_a_llama_cpp_server_returns_logprobs_and_the_backend_derives_confidence(tmp_path: Any) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 import time
 import warnings
@@ -55,7 +54,16 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 from llguidance.llamacpp import lltokenizer_from_vocab
 
 from promptask.backends.base import BaseBackend
-from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, logsumexp, row_logsumexp, score_row
+from promptask.backends.local import (
+    DecodeRow,
+    LocalModel,
+    LogProbs,
+    ModelPool,
+    known_logprobs,
+    logsumexp,
+    row_logsumexp,
+    score_row,
+)
 from promptask.backends.model_files import default_model_path, file_digest
 from promptask.errors import BackendError
 from promptask.types import Generation, GenerationRequest, Message, SchemaEnforcement
@@ -167,16 +175,7 @@ class _Model(LocalModel):
         (not copies); the context's last token joins the tree only when its
         own log-probabilities are missing.
         """
-        lookup = known or _nothing_known
-        results = [[math.nan] * len(c) for c in continuations]
-        missing: set[tuple[int, ...]] = set()
-        for i, continuation in enumerate(continuations):
-            for j, token in enumerate(continuation):
-                value = _logprob(lookup(tuple(continuation[:j])), token)
-                if value is None:
-                    missing.add(tuple(continuation[:j]))
-                else:
-                    results[i][j] = value
+        results, missing = known_logprobs(continuations, known)
         if not missing:
             return results
         llama = self.llama
@@ -222,7 +221,7 @@ class _Model(LocalModel):
             rows = self._output_rows(len(tree) + 1)[1:]  # the step's last token's, then the tree's
             logprobs = rows - row_logsumexp(rows).astype(np.float32)[:, np.newaxis]
             for (prefix, _, _), values in zip(tree, logprobs, strict=True):
-                row.known[len(row.tokens), prefix] = values
+                row.remember(len(row.tokens), prefix, values)
         llama.input_ids[n_past : n_past + len(step)] = step
         llama.n_tokens = n_past + len(step)
         return len(step) - 1
@@ -347,18 +346,6 @@ def _score_groups(prefixes: list[tuple[int, ...]], capacity: int) -> list[list[t
         groups[-1].append(prefix)
         size += len(prefix)
     return groups
-
-
-def _logprob(known: LogProbs | None, token: int) -> float | None:
-    if known is None:
-        return None
-    if isinstance(known, np.ndarray):
-        return float(known[token])
-    return known.get(token)
-
-
-def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
-    return None
 
 
 _models: ModelPool[_Settings, _Model] = ModelPool(_Model)

@@ -48,6 +48,8 @@ __all__ = [
     "LocalModel",
     "ModelPool",
     "fold_system",
+    "known_logprobs",
+    "next_tokens",
     "logsumexp",
     "row_logsumexp",
     "score_row",
@@ -231,6 +233,7 @@ class DecodeRow:
         # finite field's value starts) keep theirs as {token: log-probability}; tokens an engine evaluated
         # ahead of time (see upcoming()) keep the whole row.
         self.known: dict[tuple[int, tuple[int, ...]], LogProbs] = {}
+        self._known_at: set[int] = set()  # the n of every key in ``known``
 
     @property
     def done(self) -> bool:
@@ -260,8 +263,25 @@ class DecodeRow:
             ids = np.flatnonzero(allowed) if allowed is not None else None
             if ids is not None and len(ids) <= MAX_STEP_CHOICES:
                 logprobs = (logits[ids] - normaliser).tolist()
-                self.known[len(self.tokens), ()] = dict(zip(ids.tolist(), logprobs, strict=True))
+                self.remember(len(self.tokens), (), dict(zip(ids.tolist(), logprobs, strict=True)))
         return token
+
+    def remember(self, n: int, prefix: tuple[int, ...], logprobs: LogProbs) -> None:
+        """Store the next-token log-probabilities after the first ``n`` generated tokens and then ``prefix``."""
+        self.known[n, prefix] = logprobs
+        self._known_at.add(n)
+
+    def known_after(self, n: int, prefix: tuple[int, ...]) -> LogProbs | None:
+        """The log-probabilities stored for what follows the first ``n`` generated tokens and then ``prefix``,
+        under whichever key they were stored: also as ``(m, tokens[m:n] + prefix)`` from an earlier step ``m``
+        that evaluated ahead what decoding then wrote."""
+        found = self.known.get((n, prefix))
+        if found is not None:
+            return found
+        for m in self._known_at:
+            if m < n and (found := self.known.get((m, tuple(self.tokens[m:n]) + prefix))) is not None:
+                return found
+        return None
 
     def upcoming(self) -> list[list[int]] | None:
         """Continuations worth evaluating ahead of time: when the answer is about to write (or has just opened)
@@ -283,12 +303,16 @@ class DecodeRow:
             return None
         closers = ([",", "]"] if watch.stack[-1].kind == "array" else [",", "}"]) if watch.stack else [""]
         texts = [json_text(value) for value in candidates]
-        return [
+        continuations = [
             list(self.model.text_tokens(text[len(written) :] + closer))
             for text in texts
             if text.startswith(written)
             for closer in closers
         ]
+        n = len(self.tokens)
+        if all(self.known_after(n, tuple(c[:j])) is not None for c in continuations for j in range(len(c))):
+            return None  # evaluated ahead at an earlier step (the value's first token was not its whole)
+        return continuations
 
     def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
         """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
@@ -359,6 +383,42 @@ def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
     return None
 
 
+def known_logprobs(
+    continuations: Sequence[Sequence[int]], known: Callable[[tuple[int, ...]], LogProbs | None] | None
+) -> tuple[list[list[float]], set[tuple[int, ...]]]:
+    """What ``known`` already gives for :meth:`LocalModel.score_continuations`: each continuation token's
+    log-probability (NaN where missing), and the prefixes whose next-token log-probabilities are missing.
+
+    >>> known_logprobs([[5, 6], [7]], lambda prefix: {5: -0.5, 7: -1.5} if prefix == () else None)
+    ([[-0.5, nan], [-1.5]], {(5,)})
+    """
+    lookup = known or _nothing_known
+    results = [[math.nan] * len(c) for c in continuations]
+    missing: set[tuple[int, ...]] = set()
+    for i, continuation in enumerate(continuations):
+        for j, token in enumerate(continuation):
+            prefix = tuple(continuation[:j])
+            found = lookup(prefix)
+            value = (
+                None if found is None else (float(found[token]) if isinstance(found, np.ndarray) else found.get(token))
+            )
+            if value is None:
+                missing.add(prefix)
+            else:
+                results[i][j] = value
+    return results, missing
+
+
+def next_tokens(continuations: Sequence[Sequence[int]], prefix: tuple[int, ...]) -> set[int]:
+    """The tokens that follow ``prefix`` in the continuations that start with it.
+
+    >>> sorted(next_tokens([[1, 2], [1, 3], [4]], (1,)))
+    [2, 3]
+    """
+    n = len(prefix)
+    return {c[n] for c in continuations if len(c) > n and tuple(c[:n]) == prefix}
+
+
 def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     """How many leading tokens all ``sequences`` share."""
     shortest = min(len(s) for s in sequences)
@@ -409,7 +469,7 @@ def score_row(row: DecodeRow) -> Scores | None:
             if tuple(row.tokens[before : before + shared]) == continuations[0][:shared]:  # the context was decoded
 
                 def known(prefix: tuple[int, ...], n: int = before + shared) -> LogProbs | None:
-                    return row.known.get((n, prefix))
+                    return row.known_after(n, prefix)
 
             per_token = model.score_continuations(context, [c[shared:] for c in continuations], known)
             probabilities = normalise([sum(lp) for lp in per_token])

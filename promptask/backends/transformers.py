@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from promptask.backends.base import BaseBackend
 from promptask.backends.constraints import choose_token, fill_masks
-from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, score_row
+from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, known_logprobs, next_tokens, score_row
 from promptask.backends.model_files import default_model_path, directory_digest, file_digest
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement
@@ -152,10 +152,15 @@ class _Loaded(LocalModel):
         continuations: Sequence[Sequence[int]],
         known: Callable[[tuple[int, ...]], LogProbs | None] | None = None,
     ) -> list[list[float]]:
-        """The context once, its KV cache repeated for every continuation, the continuations in one batch.
+        """What ``known`` lacks: the context once, its KV cache repeated for every continuation, the
+        continuations in one batch.
 
-        ``known`` is not used: evaluating the whole context again is what this engine's batch layout needs.
+        Decoding fills ``known`` (see :meth:`_evaluate_ahead`), so this evaluates anything only for a field it
+        could not see coming, or on a model whose cache cannot be split by rows.
         """
+        results, missing = known_logprobs(continuations, known)
+        if not missing:
+            return results
         device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
         head, last = list(context[:-1]), int(context[-1])
         cache = None
@@ -176,6 +181,45 @@ class _Loaded(LocalModel):
             [float(logprobs[i, j, token]) for j, token in enumerate(continuation)]
             for i, continuation in enumerate(continuations)
         ]
+
+    def _evaluate_ahead(self, cache: Any, mask: Any, rows: list[DecodeRow]) -> None:
+        """For the rows about to write a finite field's value (:meth:`DecodeRow.upcoming`): each candidate's tokens
+        after the row's next token, evaluated over that row's own KV cache, every such row's in one forward pass;
+        the log-probabilities :func:`score_row` will ask for are stored in ``row.known``.
+
+        A candidate's final token predicts nothing scored and is not evaluated; candidates sharing leading
+        tokens share one batch row.  ``cache`` and ``mask`` are the running batch's, before the rows' next
+        tokens are evaluated; the cache is left as it is.
+        """
+        jobs: list[tuple[int, DecodeRow, list[list[int]], tuple[int, ...]]] = []
+        for k, row in enumerate(rows):
+            continuations = row.upcoming()
+            if continuations:
+                jobs += [(k, row, continuations, path) for path in _leaves({tuple(c[:-1]) for c in continuations})]
+        if not jobs:
+            return
+        device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
+        index = torch.tensor([k for k, _, _, _ in jobs], device=device)
+        width = 1 + max(len(path) for _, _, _, path in jobs)
+        ids = torch.full((len(jobs), width), pad, dtype=torch.long, device=device)
+        own = torch.zeros((len(jobs), width), dtype=mask.dtype, device=device)
+        for r, (_, row, _, path) in enumerate(jobs):
+            ids[r, : 1 + len(path)] = torch.tensor([row.tokens[-1], *path], device=device)
+            own[r, : 1 + len(path)] = 1
+        before = mask.index_select(0, index)
+        positions = before.sum(dim=1, keepdim=True) + torch.arange(width, device=device)
+        logits = self.forward(
+            _rows_of(cache, index),
+            input_ids=ids,
+            attention_mask=torch.cat([before, own], dim=1),
+            position_ids=positions,
+        )[0].logits
+        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        for r, (_, row, continuations, path) in enumerate(jobs):
+            n = len(row.tokens)  # the first column follows every generated token
+            for j in range(len(path) + 1):
+                wanted = next_tokens(continuations, path[:j])
+                row.remember(n, path[:j], {token: float(logprobs[r, j, token]) for token in wanted})
 
     def _prefill(self, prompts: list[list[int]], prefix: _Prefix | None) -> tuple[Any, Any, _Prefix | None]:
         """Evaluate new rows' prompts: the model's output, the attention mask, and the shared prefix.
@@ -289,6 +333,8 @@ class _Loaded(LocalModel):
                 cache.batch_select_indices(index)
                 mask = _trim_padding(cache, mask[index]) if reshapeable else mask[index]
                 active = [active[k] for k in keep]
+            if reshapeable:
+                self._evaluate_ahead(cache, mask, [rows[i] for i in active])
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             positions = mask.sum(dim=1, keepdim=True) - 1
             next_ids = torch.tensor([[rows[i].tokens[-1]] for i in active], device=device)
@@ -319,6 +365,25 @@ def _layers(cache: Any) -> list[Any]:
 def _reshapeable(cache: Any) -> bool:
     """Whether rows can join and padding be trimmed: plain growing layers (not sliding-window or linear ones)."""
     return all(type(layer) is DynamicLayer for layer in _layers(cache))
+
+
+def _rows_of(cache: Any, index: Any) -> Any:
+    """A cache of the rows ``index`` of ``cache`` (which stays as it is: layers grow by new tensors, not in place)."""
+    rows = copy.copy(cache)
+    rows.layers = [copy.copy(layer) for layer in _layers(cache)]
+    for layer in _layers(rows):
+        layer.keys = layer.keys.index_select(0, index)
+        layer.values = layer.values.index_select(0, index)
+    return rows
+
+
+def _leaves(paths: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The paths that are not a leading part of another (each evaluates its own leading parts on the way).
+
+    >>> _leaves({(1,), (1, 2), (3,), ()})
+    [(1, 2), (3,)]
+    """
+    return sorted(p for p in paths if not any(len(q) > len(p) and q[: len(p)] == p for q in paths))
 
 
 def _join_rows(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:

@@ -10,28 +10,21 @@ Prints one JSON object:
   constraint divided by tokens/s without, same prompts and lengths (goal >= 0.90);
   medians over three rounds in alternating order.
 
-    python bench/transformers.py [--device cpu]
+    python bench/transformers_backend.py [--device cpu]
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
+import json
+import statistics
+import time
+from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path, and its name would hide the
-# transformers package from the backend's `import transformers`.
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-import promptask  # noqa: E402
-from promptask import TaskResult  # noqa: E402
-from promptask.backends import GenerationRequest, Message, Sampling  # noqa: E402
-from promptask.backends.transformers import TransformersBackend  # noqa: E402
+import promptask
+from promptask import TaskResult
+from promptask.backends import GenerationRequest, Message, Sampling
+from promptask.backends.transformers import TransformersBackend
 
 TOPICS = ["the sea", "a forest", "the moon", "a city at night", "a garden", "the desert", "a library", "winter"]
 STORY = {

@@ -12,7 +12,7 @@ Prints one JSON object:
   Each backend answers one request first, so starting its HTTP client and
   event loop (about 0.1 s, once per backend) is not counted as throughput.
 
-    python bench/http.py [--repeats 30]
+    python bench/http_backend.py [--repeats 30]
 """
 
 from __future__ import annotations
@@ -20,28 +20,26 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Run as a script, this file's folder comes first on sys.path, and its name would hide the
-# standard library's http package.  The fake server lives with the tests.
-HERE = Path(__file__).resolve().parent
-sys.path = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE.parent / "tests")]
+# The fake server lives with the tests.
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
-import httpx  # noqa: E402
-from fake_openai import Answer, FakeOpenAI  # noqa: E402
+import httpx
+from fake_openai import Answer, FakeOpenAI
 
-import promptask  # noqa: E402
-from promptask.backends import GenerationRequest  # noqa: E402
-from promptask.backends.model_files import default_model_path  # noqa: E402
-from promptask.backends.openai import OpenAIBackend  # noqa: E402
+import promptask
+from promptask.backends import GenerationRequest
+from promptask.backends.model_files import default_model_path
+from promptask.backends.openai import OpenAIBackend
 
 TEXTS = ["I love this phone!", "The battery died after a day.", "It works, I guess.", "Worst purchase ever."]
 
