@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -332,3 +333,12 @@ def test_more_values_than_the_limit_fall_back_to_the_proxy_with_a_warning(llama:
     assert set(result.text_logprobs) == {"topic"} and result.text_logprobs["topic"] <= 0
     at_limit = topic_task(MAX_CANDIDATES).run("Rain all day.", backend=llama, cache=False)
     assert sum(at_limit.scores["topic"].values()) == pytest.approx(1.0, abs=1e-6)
+    with warnings.catch_warnings(record=True) as seen:  # under Python's default filter: once per field
+        warnings.simplefilter("default")
+        for text in ("Rain all day.", "Sun at last.", "Snow in May."):
+            topic_task(MAX_CANDIDATES + 6).run(text, backend=llama, cache=False)
+    assert [str(w.message) for w in seen] == [
+        f"field topic: more than {MAX_CANDIDATES} allowed values; it is not scored by whole sequences and gets "
+        "the mean token log-probability instead"
+    ]
+    assert (seen[0].filename, seen[0].lineno) == ("promptask", 0)  # no line of promptask's source under it

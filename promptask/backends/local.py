@@ -428,6 +428,9 @@ def _common_prefix(sequences: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
+_warned: dict[Any, Any] = {}  # the warnings registry of score_row's message
+
+
 def score_row(row: DecodeRow) -> Scores | None:
     """The scores of a finished row that asked for them (``None``: not asked, or the answer is not JSON).
 
@@ -475,12 +478,16 @@ def score_row(row: DecodeRow) -> Scores | None:
             probabilities = normalise([sum(lp) for lp in per_token])
             choices[span.path] = {value_key(v): p for v, p in zip(candidates, probabilities, strict=True)}
             continue
-        if candidates is not None:  # Python's warning filters show it once per message, not once per call
-            warnings.warn(
-                f"field {span.path}: {len(candidates)} allowed values is more than {MAX_CANDIDATES}; "
-                "it is not scored by whole sequences and gets the mean token log-probability instead",
+        if candidates is not None:
+            # Once per field per process (the registry), without a line of promptask's source under it.
+            warnings.warn_explicit(
+                f"field {span.path}: more than {MAX_CANDIDATES} allowed values; it is not scored by whole "
+                "sequences and gets the mean token log-probability instead",
                 RuntimeWarning,
-                stacklevel=2,
+                filename="promptask",
+                lineno=0,
+                module="promptask.scoring",
+                registry=_warned,
             )
         inside = [lp for lp, end, piece in zip(row.logprobs, ends, pieces, strict=True)
                   if end > span.start and end - len(piece) < span.end and not math.isnan(lp)]  # fmt: skip
