@@ -214,12 +214,16 @@ class _Loaded(LocalModel):
             attention_mask=torch.cat([before, own], dim=1),
             position_ids=positions,
         )[0].logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-        for r, (_, row, continuations, path) in enumerate(jobs):
-            n = len(row.tokens)  # the first column follows every generated token
-            for j in range(len(path) + 1):
-                wanted = next_tokens(continuations, path[:j])
-                row.remember(n, path[:j], {token: float(logprobs[r, j, token]) for token in wanted})
+        # Only the log-probabilities score_row will read leave the device: one gather, one transfer.
+        wanted = [(r, j, sorted(next_tokens(continuations, path[:j])))
+                  for r, (_, _, continuations, path) in enumerate(jobs) for j in range(len(path) + 1)]  # fmt: skip
+        at = torch.tensor([(r, j, token) for r, j, tokens in wanted for token in tokens], device=device).T
+        values = (logits[at[0], at[1], at[2]].float() - torch.logsumexp(logits.float(), dim=-1)[at[0], at[1]]).tolist()
+        start = 0
+        for r, j, tokens in wanted:
+            _, row, _, path = jobs[r]  # the first column follows every generated token
+            row.remember(len(row.tokens), path[:j], dict(zip(tokens, values[start : start + len(tokens)], strict=True)))
+            start += len(tokens)
 
     def _prefill(self, prompts: list[list[int]], prefix: _Prefix | None) -> tuple[Any, Any, _Prefix | None]:
         """Evaluate new rows' prompts: the model's output, the attention mask, and the shared prefix.
