@@ -215,3 +215,19 @@ def test_rank_based_auroc_equals_the_pair_definition_on_random_data_with_ties() 
         confidence = [rng.randint(0, levels) / levels for _ in range(n)]
         correct = [rng.random() < 0.6 for _ in range(n)]
         assert auroc(confidence, correct) == pairwise_auroc(confidence, correct), trial
+
+
+def test_a_row_finds_log_probabilities_stored_ahead_at_an_earlier_step() -> None:
+    from promptask.backends.local import DecodeRow, LocalModel
+
+    model = LocalModel()
+    model.context = 64
+    row = DecodeRow(GenerationRequest(messages=()), [1, 2], model, seed=0)
+    row.tokens = [5, 6, 7]
+    row.remember(1, (6, 7, 8), {9: -0.25})  # evaluated ahead after the first token: then 6, 7, 8 were guesses
+    row.remember(0, (), {5: -0.5})  # a decoding step's own choices
+    assert row.known_after(1, (6, 7, 8)) == {9: -0.25}
+    assert row.known_after(3, (8,)) == {9: -0.25}  # decoding then wrote 6 and 7: the same position
+    assert row.known_after(2, (7, 8)) == {9: -0.25}
+    assert row.known_after(3, (9,)) is None  # another path
+    assert row.known_after(0, ()) == {5: -0.5} and row.known_after(1, ()) is None

@@ -233,7 +233,7 @@ class DecodeRow:
         # finite field's value starts) keep theirs as {token: log-probability}; tokens an engine evaluated
         # ahead of time (see upcoming()) keep the whole row.
         self.known: dict[tuple[int, tuple[int, ...]], LogProbs] = {}
-        self._known_at: set[int] = set()  # the n of every key in ``known``
+        self._ahead_at: set[int] = set()  # the n of every key in ``known`` with tokens after it (see known_after)
 
     @property
     def done(self) -> bool:
@@ -269,7 +269,8 @@ class DecodeRow:
     def remember(self, n: int, prefix: tuple[int, ...], logprobs: LogProbs) -> None:
         """Store the next-token log-probabilities after the first ``n`` generated tokens and then ``prefix``."""
         self.known[n, prefix] = logprobs
-        self._known_at.add(n)
+        if prefix:
+            self._ahead_at.add(n)
 
     def known_after(self, n: int, prefix: tuple[int, ...]) -> LogProbs | None:
         """The log-probabilities stored for what follows the first ``n`` generated tokens and then ``prefix``,
@@ -278,7 +279,7 @@ class DecodeRow:
         found = self.known.get((n, prefix))
         if found is not None:
             return found
-        for m in self._known_at:
+        for m in self._ahead_at:  # only a key with tokens after its n can stand for a later n
             if m < n and (found := self.known.get((m, tuple(self.tokens[m:n]) + prefix))) is not None:
                 return found
         return None
