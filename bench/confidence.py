@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--sets", default="test,tune", help="labelled sets to measure quality on (test, tune)")
     parser.add_argument("--no-cost", action="store_true", help="skip the cost figures")
     args = parser.parse_args()
+    if not args.no_cost and args.items < 2:
+        parser.error("--items: at least 2 (each timed call follows a call on another input)")
     texts = TEXTS[: args.items]
     report: dict[str, Any] = {"benchmark": "confidence", "backend": args.backend or "llamacpp: (SmolLM2-135M)"}
     if not args.no_cost:

@@ -175,7 +175,8 @@ def test_transformers_scores_candidates_during_decoding_as_a_separate_pass_would
 
     monkeypatch.setattr(engine, "known_logprobs", spy)
     texts = ["I feel great about where the team stands.", "Broken on arrival.", "It is a chair."]
-    sentiment = promptask.tasks.sentiment.map([{"text": t} for t in texts], backend=hf, batch_size=3, cache=False)
+    # batch_size 2: the third row joins a running batch (left-padded) as the first finishes
+    sentiment = promptask.tasks.sentiment.map([{"text": t} for t in texts], backend=hf, batch_size=2, cache=False)
     labels = promptask.tasks.classify.map([{"text": t, "labels": SHARED} for t in texts], backend=hf, batch_size=3,
                                           cache=False)  # fmt: skip
     assert len(missing) == 6 and not any(missing)  # everything was known when the rows were scored
@@ -337,6 +338,7 @@ def test_more_values_than_the_limit_fall_back_to_the_proxy_with_a_warning(llama:
         warnings.simplefilter("default")
         for text in ("Rain all day.", "Sun at last.", "Snow in May."):
             topic_task(MAX_CANDIDATES + 6).run(text, backend=llama, cache=False)
+    seen = [w for w in seen if w.category is RuntimeWarning]
     assert [str(w.message) for w in seen] == [
         f"field topic: more than {MAX_CANDIDATES} allowed values; it is not scored by whole sequences and gets "
         "the mean token log-probability instead"

@@ -487,7 +487,7 @@ def score_row(row: DecodeRow) -> Scores | None:
                 RuntimeWarning,
                 filename="promptask",
                 lineno=0,
-                module="promptask.scoring",
+                module=__name__,
                 registry=_warned,
             )
         inside = [lp for lp, end, piece in zip(row.logprobs, ends, pieces, strict=True)

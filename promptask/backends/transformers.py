@@ -13,8 +13,10 @@ llguidance matcher (see :mod:`promptask.backends.constraints`), so every row
 follows its schema, and rows finish independently.  ``Task.map`` sends
 ``batch_size`` rows at a time.  Greedy decoding at ``temperature=0``; seeded
 top-p sampling otherwise.  Scores (:func:`promptask.backends.local.score_row`):
-the context is evaluated once and its KV cache repeated for the candidates,
-which run as one right-padded batch.
+when a row is about to write a field with a finite set of values, the
+candidates are evaluated over that row's own KV cache while the batch
+decodes; a model whose cache cannot be split by rows evaluates the context
+once more after decoding, its KV cache repeated for the candidates.
 """
 
 from __future__ import annotations
@@ -184,34 +186,41 @@ class _Loaded(LocalModel):
 
     def _evaluate_ahead(self, cache: Any, mask: Any, rows: list[DecodeRow]) -> None:
         """For the rows about to write a finite field's value (:meth:`DecodeRow.upcoming`): each candidate's tokens
-        after the row's next token, evaluated over that row's own KV cache, every such row's in one forward pass;
-        the log-probabilities :func:`score_row` will ask for are stored in ``row.known``.
+        after the row's next token, evaluated over that row's own KV cache, every such row's together; the
+        log-probabilities :func:`score_row` will ask for are stored in ``row.known``.
 
         A candidate's final token predicts nothing scored and is not evaluated; candidates sharing leading
-        tokens share one batch row.  ``cache`` and ``mask`` are the running batch's, before the rows' next
-        tokens are evaluated; the cache is left as it is.
+        tokens share one batch row, and a forward pass takes at most :data:`_AHEAD_ROWS` of them (each holds a
+        copy of its row's cache).  ``cache`` and ``mask`` are the running batch's, before the rows' next tokens
+        are evaluated; the cache is left as it is.  This only saves work: out of memory, it stops, and
+        :meth:`score_continuations` evaluates what is missing after decoding.
         """
-        jobs: list[tuple[int, DecodeRow, list[list[int]], tuple[int, ...]]] = []
+        jobs: list[_Job] = []
         for k, row in enumerate(rows):
             continuations = row.upcoming()
             if continuations:
                 jobs += [(k, row, continuations, path) for path in _leaves({tuple(c[:-1]) for c in continuations})]
-        if not jobs:
+        try:
+            for start in range(0, len(jobs), _AHEAD_ROWS):
+                self._evaluate_jobs(cache, mask, jobs[start : start + _AHEAD_ROWS])
+        except torch.OutOfMemoryError:
             return
+
+    def _evaluate_jobs(self, cache: Any, mask: Any, jobs: list[_Job]) -> None:
         device, pad = self.spec.device, int(self.tokenizer.pad_token_id)
         index = torch.tensor([k for k, _, _, _ in jobs], device=device)
         width = 1 + max(len(path) for _, _, _, path in jobs)
-        ids = torch.full((len(jobs), width), pad, dtype=torch.long, device=device)
-        own = torch.zeros((len(jobs), width), dtype=mask.dtype, device=device)
+        ids = torch.full((len(jobs), width), pad, dtype=torch.long)
+        own = torch.zeros((len(jobs), width), dtype=mask.dtype)
         for r, (_, row, _, path) in enumerate(jobs):
-            ids[r, : 1 + len(path)] = torch.tensor([row.tokens[-1], *path], device=device)
+            ids[r, : 1 + len(path)] = torch.tensor([row.tokens[-1], *path])
             own[r, : 1 + len(path)] = 1
         before = mask.index_select(0, index)
         positions = before.sum(dim=1, keepdim=True) + torch.arange(width, device=device)
         logits = self.forward(
             _rows_of(cache, index),
-            input_ids=ids,
-            attention_mask=torch.cat([before, own], dim=1),
+            input_ids=ids.to(device),
+            attention_mask=torch.cat([before, own.to(device)], dim=1),
             position_ids=positions,
         )[0].logits
         # Only the log-probabilities score_row will read leave the device: one gather, one transfer.
@@ -351,6 +360,10 @@ class _Loaded(LocalModel):
 
 
 _MIN_SHARED = 16  # tokens; below this, evaluating a shared prefix separately does not pay
+_AHEAD_ROWS = 64
+"""Candidate rows in one forward pass of :meth:`_Loaded._evaluate_ahead` (each holds a copy of its row's cache)."""
+_Job = tuple[int, DecodeRow, list[list[int]], tuple[int, ...]]
+"""A candidate row evaluated ahead: the batch row, its DecodeRow, the candidates, and the tokens this row feeds."""
 
 
 @dataclass(frozen=True)

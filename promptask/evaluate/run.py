@@ -172,8 +172,8 @@ def load_variant(path: str | os.PathLike[str], base: Task[..., Any]) -> Variant:
     A file without ``output`` changes the base task: ``template`` (or ``template_file``),
     ``system``, ``examples``, ``checks``, the sampling options, ``confidence`` and
     ``choose_by_score`` (any task-file key but ``name``, ``inputs``, ``output`` and
-    ``eval``); ``label`` names the variant
-    (default: the file name). Everything else, output schema and checks included, stays.
+    ``eval``); ``label`` names the variant (default: the file name). Everything else,
+    output schema and metrics included, stays.
     """
     file = Path(path)
     try:
