@@ -140,16 +140,19 @@ def node_at(schema: Mapping[str, Any], keys: Sequence[str | int]) -> Any:
     """
     node: Any = schema
     for key in keys:
-        node = _resolve(node, schema)
-        if not isinstance(node, Mapping):
-            return None
-        if isinstance(key, str):
-            properties = node.get("properties")
-            node = properties.get(key) if isinstance(properties, Mapping) else None
-        else:
-            prefix = node.get("prefixItems")
-            node = prefix[key] if isinstance(prefix, list) and key < len(prefix) else node.get("items")
+        node = _child(_resolve(node, schema), key)
     return _resolve(node, schema)
+
+
+def _child(node: Any, key: str | int) -> Any:
+    """The schema of an object's property ``key`` (a string) or an array's item ``key`` (a number)."""
+    if not isinstance(node, Mapping):
+        return None
+    if isinstance(key, str):
+        properties = node.get("properties")
+        return properties.get(key) if isinstance(properties, Mapping) else None
+    prefix = node.get("prefixItems")
+    return prefix[key] if isinstance(prefix, list) and key < len(prefix) else node.get("items")
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,6 @@ def _scan(text: str, pos: int, node: Any, root: Any, path: tuple[str | int, ...]
     start = pos
     char = text[pos : pos + 1]
     if char == "{" and candidates is None:
-        properties = node.get("properties", {}) if isinstance(node, Mapping) else {}
         pos = _skip(text, pos + 1)
         if text[pos : pos + 1] == "}":
             return pos + 1
@@ -202,8 +204,7 @@ def _scan(text: str, pos: int, node: Any, root: Any, path: tuple[str | int, ...]
             pos = _skip(text, pos)
             if text[pos : pos + 1] != ":":
                 raise ValueError("expected ':'")
-            child = properties.get(key) if isinstance(properties, Mapping) else None
-            pos = _scan(text, pos + 1, child, root, (*path, key), spans)
+            pos = _scan(text, pos + 1, _child(node, key), root, (*path, key), spans)
             pos = _skip(text, pos)
             if text[pos : pos + 1] == "}":
                 return pos + 1
@@ -211,15 +212,12 @@ def _scan(text: str, pos: int, node: Any, root: Any, path: tuple[str | int, ...]
                 raise ValueError("expected ',' or '}'")
             pos += 1
     if char == "[" and candidates is None:
-        items = node.get("items") if isinstance(node, Mapping) else None
-        prefix = node.get("prefixItems") if isinstance(node, Mapping) else None
         pos = _skip(text, pos + 1)
         if text[pos : pos + 1] == "]":
             return pos + 1
         index = 0
         while True:
-            child = prefix[index] if isinstance(prefix, list) and index < len(prefix) else items
-            pos = _skip(text, _scan(text, pos, child, root, (*path, index), spans))
+            pos = _skip(text, _scan(text, pos, _child(node, index), root, (*path, index), spans))
             if text[pos : pos + 1] == "]":
                 return pos + 1
             if text[pos : pos + 1] != ",":

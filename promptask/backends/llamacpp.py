@@ -60,7 +60,7 @@ from promptask.backends.local import (
     LogProbs,
     ModelPool,
     known_logprobs,
-    logsumexp,
+    leaves,
     row_logsumexp,
     score_row,
 )
@@ -190,15 +190,15 @@ class _Model(LocalModel):
             tree = _token_tree(root, group)
             with self._sequences(tree, len(head)):
                 self._decode([(token, offset + len(prefix), seqs) for prefix, token, seqs in tree], outputs=0)
+                rows = self._output_rows(len(tree))
+                normalisers = row_logsumexp(rows)
                 for n, (prefix, _, _) in enumerate(tree):
                     if prefix not in missing:
                         continue
-                    logits = self._logits(n)
-                    normaliser = logsumexp(logits)
                     for i, continuation in enumerate(continuations):
                         j = len(prefix)
                         if j < len(continuation) and tuple(continuation[:j]) == prefix:
-                            results[i][j] = float(logits[continuation[j]]) - normaliser
+                            results[i][j] = float(rows[n, continuation[j]]) - float(normalisers[n])
         return results
 
     def evaluate_ahead(self, row: DecodeRow, step: list[int], continuations: list[list[int]]) -> int:
@@ -321,11 +321,10 @@ def _token_tree(root: int | None, prefixes: Iterable[tuple[int, ...]]) -> list[_
     [((1,), 1, [1, 2]), ((5,), 5, [3]), ((1, 2), 2, [1]), ((1, 4), 4, [2])]
     """
     nodes = sorted({p[:j] for p in prefixes for j in range(1, len(p) + 1)}, key=lambda p: (len(p), p))
-    parents = {p[:-1] for p in nodes}
-    leaves = sorted(p for p in nodes if p not in parents) or [()]
-    tree: list[_Node] = [] if root is None else [((), root, list(range(1, len(leaves) + 1)))]
+    ends = leaves(nodes)
+    tree: list[_Node] = [] if root is None else [((), root, list(range(1, len(ends) + 1)))]
     for prefix in nodes:
-        tree.append((prefix, prefix[-1], [k for k, leaf in enumerate(leaves, 1) if leaf[: len(prefix)] == prefix]))
+        tree.append((prefix, prefix[-1], [k for k, leaf in enumerate(ends, 1) if leaf[: len(prefix)] == prefix]))
     return tree
 
 

@@ -26,10 +26,11 @@ request and the logits, and between the logits and the
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import threading
 import warnings
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -49,6 +50,7 @@ __all__ = [
     "ModelPool",
     "fold_system",
     "known_logprobs",
+    "leaves",
     "next_tokens",
     "logsumexp",
     "row_logsumexp",
@@ -229,9 +231,9 @@ class DecodeRow:
         self.logprobs: list[float] = []  # per token in ``tokens`` (NaN: forced, not chosen), when scored
         self.pending_logprob = math.nan  # the log-probability of the token being accepted
         # Next-token log-probabilities already computed, for scoring: by (n, extra), meaning after the first n
-        # generated tokens and then the tokens ``extra``.  Decoding steps with few allowed tokens (where a
-        # finite field's value starts) keep theirs as {token: log-probability}; tokens an engine evaluated
-        # ahead of time (see upcoming()) keep the whole row.
+        # generated tokens and then the tokens ``extra`` (see remember() and known_after()).  Decoding steps
+        # with few allowed tokens (where a finite field's value starts) keep theirs as {token: log-probability};
+        # what an engine evaluated ahead of time (see upcoming()) is a whole row or the tokens scoring reads.
         self.known: dict[tuple[int, tuple[int, ...]], LogProbs] = {}
         self._ahead_at: set[int] = set()  # the n of every key in ``known`` with tokens after it (see known_after)
 
@@ -310,10 +312,8 @@ class DecodeRow:
             if text.startswith(written)
             for closer in closers
         ]
-        n = len(self.tokens)
-        if all(self.known_after(n, tuple(c[:j])) is not None for c in continuations for j in range(len(c))):
-            return None  # evaluated ahead at an earlier step (the value's first token was not its whole)
-        return continuations
+        _, missing = known_logprobs(continuations, functools.partial(self.known_after, len(self.tokens)))
+        return continuations if missing else None  # else evaluated ahead at an earlier step
 
     def accept(self, token: int, *, end_of_sequence: bool, take_forced: bool = False) -> list[int]:
         """Record the chosen token; the tokens to evaluate next (``[]`` once the row is done).
@@ -380,10 +380,6 @@ def row_logsumexp(rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
     return normalisers
 
 
-def _nothing_known(prefix: tuple[int, ...]) -> LogProbs | None:
-    return None
-
-
 def known_logprobs(
     continuations: Sequence[Sequence[int]], known: Callable[[tuple[int, ...]], LogProbs | None] | None
 ) -> tuple[list[list[float]], set[tuple[int, ...]]]:
@@ -393,13 +389,12 @@ def known_logprobs(
     >>> known_logprobs([[5, 6], [7]], lambda prefix: {5: -0.5, 7: -1.5} if prefix == () else None)
     ([[-0.5, nan], [-1.5]], {(5,)})
     """
-    lookup = known or _nothing_known
     results = [[math.nan] * len(c) for c in continuations]
     missing: set[tuple[int, ...]] = set()
     for i, continuation in enumerate(continuations):
         for j, token in enumerate(continuation):
             prefix = tuple(continuation[:j])
-            found = lookup(prefix)
+            found = known(prefix) if known is not None else None
             value = (
                 None if found is None else (float(found[token]) if isinstance(found, np.ndarray) else found.get(token))
             )
@@ -408,6 +403,18 @@ def known_logprobs(
             else:
                 results[i][j] = value
     return results, missing
+
+
+def leaves(prefixes: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The prefixes that lead to no other, sorted (evaluating one evaluates its ancestors on the way);
+    ``[()]`` when every prefix is empty.
+
+    >>> leaves([(1,), (1, 2), (3,), ()])
+    [(1, 2), (3,)]
+    """
+    nodes = {p[:j] for p in prefixes for j in range(1, len(p) + 1)}
+    parents = {p[:-1] for p in nodes}
+    return sorted(p for p in nodes if p not in parents) or [()]
 
 
 def next_tokens(continuations: Sequence[Sequence[int]], prefix: tuple[int, ...]) -> set[int]:
@@ -469,12 +476,8 @@ def score_row(row: DecodeRow) -> Scores | None:
             # Tokens every candidate starts with add the same log-probability to each: they join the context.
             shared = _common_prefix(continuations)
             context = [*row.prompt, *row.tokens[:before], *continuations[0][:shared]]
-            known: Callable[[tuple[int, ...]], LogProbs | None] = _nothing_known
-            if tuple(row.tokens[before : before + shared]) == continuations[0][:shared]:  # the context was decoded
-
-                def known(prefix: tuple[int, ...], n: int = before + shared) -> LogProbs | None:
-                    return row.known_after(n, prefix)
-
+            decoded = tuple(row.tokens[before : before + shared]) == continuations[0][:shared]  # the context's end
+            known = functools.partial(row.known_after, before + shared) if decoded else None
             per_token = model.score_continuations(context, [c[shared:] for c in continuations], known)
             probabilities = normalise([sum(lp) for lp in per_token])
             choices[span.path] = {value_key(v): p for v, p in zip(candidates, probabilities, strict=True)}

@@ -37,7 +37,16 @@ import numpy.typing as npt
 
 from promptask.backends.base import BaseBackend
 from promptask.backends.constraints import choose_token, fill_masks
-from promptask.backends.local import DecodeRow, LocalModel, LogProbs, ModelPool, known_logprobs, next_tokens, score_row
+from promptask.backends.local import (
+    DecodeRow,
+    LocalModel,
+    LogProbs,
+    ModelPool,
+    known_logprobs,
+    leaves,
+    next_tokens,
+    score_row,
+)
 from promptask.backends.model_files import default_model_path, directory_digest, file_digest
 from promptask.errors import BackendError, ConfigurationError
 from promptask.types import Generation, GenerationRequest, SchemaEnforcement
@@ -199,7 +208,7 @@ class _Loaded(LocalModel):
         for k, row in enumerate(rows):
             continuations = row.upcoming()
             if continuations:
-                jobs += [(k, row, continuations, path) for path in _leaves({tuple(c[:-1]) for c in continuations})]
+                jobs += [(k, row, continuations, path) for path in leaves(tuple(c[:-1]) for c in continuations)]
         try:
             for start in range(0, len(jobs), _AHEAD_ROWS):
                 self._evaluate_jobs(cache, mask, jobs[start : start + _AHEAD_ROWS])
@@ -392,15 +401,6 @@ def _rows_of(cache: Any, index: Any) -> Any:
         layer.keys = layer.keys.index_select(0, index)
         layer.values = layer.values.index_select(0, index)
     return rows
-
-
-def _leaves(paths: set[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """The paths that are not a leading part of another (each evaluates its own leading parts on the way).
-
-    >>> _leaves({(1,), (1, 2), (3,), ()})
-    [(1, 2), (3,)]
-    """
-    return sorted(p for p in paths if not any(len(q) > len(p) and q[: len(p)] == p for q in paths))
 
 
 def _join_rows(cache: Any, mask: Any, new_cache: Any, new_mask: Any) -> Any:
