@@ -37,7 +37,7 @@ from promptask.calibration import (
 )
 from promptask.evaluate.metrics import Metric, label_of
 
-__all__ = ["BINS", "COVERAGES", "Calibration", "calibrate", "calibration_lines", "judge"]
+__all__ = ["BINS", "COVERAGES", "Calibration", "calibrate", "calibration_lines", "figure_text", "judge"]
 
 BINS = 10
 COVERAGES = (0.5, 0.8, 1.0)
@@ -102,7 +102,8 @@ def calibrate(items: Sequence[tuple[float | None, bool]]) -> Calibration:
     )
 
 
-def _figure(value: float | None) -> str:
+def figure_text(value: float | None) -> str:
+    """A calibration figure as the table and the report print it: three decimals, ``-`` for none."""
     return "-" if value is None else f"{value:.3f}"
 
 
@@ -126,9 +127,9 @@ def calibration_lines(variants: Sequence[tuple[str, Calibration | None]]) -> lis
     header = ["variant", "confidence", "ECE", "AUROC", *(f"acc@{_share(c)}" for c in COVERAGES), ""]
     rows = []
     for name, c in judged:
-        figures = [_figure(c.accuracy_at_coverage[_share(share)]) for share in COVERAGES]
+        figures = [figure_text(c.accuracy_at_coverage[_share(share)]) for share in COVERAGES]
         note = "" if c.scored else NO_CONFIDENCE
-        rows.append([name, f"{c.scored}/{c.items}", _figure(c.ece), _figure(c.auroc), *figures, note])
+        rows.append([name, f"{c.scored}/{c.items}", figure_text(c.ece), figure_text(c.auroc), *figures, note])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = [f"calibration (confidence vs right answers): ECE over {BINS} bins, AUROC right vs wrong, "
              "accuracy at coverage"]  # fmt: skip

@@ -11,15 +11,12 @@ import html
 from typing import Any
 
 from promptask.calibration import coverage_curve
+from promptask.evaluate.calibrate import figure_text
 from promptask.evaluate.svg import margins, svg
 
 __all__ = ["calibration_section"]
 
 CURVE_POINTS = 400  # at most this many points on a curve: thousands of items would only make the page heavy
-
-
-def _figure(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
 
 
 def reliability_plot(figure: Any, calibration: dict[str, Any], title: str, salt: str) -> str:
@@ -40,7 +37,7 @@ def reliability_plot(figure: Any, calibration: dict[str, Any], title: str, salt:
     ax.set_ylim(0, 1.12)
     ax.set_xlabel("confidence (10 bins; items above each bar)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability: {title} (ECE {_figure(calibration['ece'])})", fontsize=10)
+    ax.set_title(f"Reliability: {title} (ECE {figure_text(calibration['ece'])})", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     margins(fig, below=["0"], beside=["0.00"])
     return svg(fig, salt)
@@ -66,7 +63,7 @@ def coverage_plot(figure: Any, curve: list[tuple[float, float]], calibration: di
     ax.set_ylim(0, 1.12)
     ax.set_xlabel("coverage (most confident first)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Accuracy vs coverage: {title} (AUROC {_figure(calibration['auroc'])})", fontsize=10)
+    ax.set_title(f"Accuracy vs coverage: {title} (AUROC {figure_text(calibration['auroc'])})", fontsize=10)
     margins(fig, below=["0"], beside=["0.00"])
     return svg(fig, salt)
 
@@ -79,10 +76,10 @@ def _table(report: dict[str, Any]) -> str:
         if c is None:
             continue
         shares = list(c["accuracy_at_coverage"])
-        at = "".join(f'<td class="num">{_figure(a)}</td>' for a in c["accuracy_at_coverage"].values())
+        at = "".join(f'<td class="num">{figure_text(a)}</td>' for a in c["accuracy_at_coverage"].values())
         rows.append(
             f'<tr><td>{html.escape(v["name"])}</td><td class="num">{c["scored"]}/{c["items"]}</td>'
-            f'<td class="num">{_figure(c["ece"])}</td><td class="num">{_figure(c["auroc"])}</td>{at}</tr>'
+            f'<td class="num">{figure_text(c["ece"])}</td><td class="num">{figure_text(c["auroc"])}</td>{at}</tr>'
         )
     heads = "".join(f"<th>accuracy @ {html.escape(s)}</th>" for s in shares)
     return (
